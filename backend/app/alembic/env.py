@@ -1,0 +1,54 @@
+"""Alembic environment: the URL comes from settings, the metadata from every model.
+
+A caller may hand over an open connection in `config.attributes["connection"]` (the
+tests and `agentry migrate` do); otherwise the app's engine is used.
+"""
+
+from alembic import context
+from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
+
+import app.models  # noqa: F401  (registers every table on the metadata)
+from app.core.db import engine
+
+config = context.config
+target_metadata = SQLModel.metadata
+
+
+def run_offline() -> None:
+    context.configure(
+        url=engine.url.render_as_string(hide_password=False),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=engine.dialect.name == "sqlite",
+        dialect_opts={"paramstyle": "named"},
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_with(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        run_with(connection)
+        return
+    with engine.connect() as connection:
+        run_with(connection)
+        connection.commit()
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    run_online()

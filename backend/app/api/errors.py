@@ -1,0 +1,124 @@
+"""Turns every failure into the one error body, and declares it in OpenAPI."""
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any, cast
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.errors import AppError, ServiceUnavailableError, error_body
+from app.core.logger import request_id_var
+
+logger = logging.getLogger("agentry.error")
+
+# Codes for HTTP errors raised by the framework itself (unknown path, wrong method, ...).
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+class ValidationErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """The body of every non-2xx response."""
+
+    detail: str = Field(description="What went wrong, for people.")
+    code: str = Field(description="What went wrong, for programs: stable snake_case.")
+    request_id: str | None = Field(description="The X-Request-ID of the failed request.")
+    errors: list[ValidationErrorItem] | None = Field(
+        default=None, description="Per-field problems; present on 422 responses."
+    )
+
+
+def _json(
+    status: int,
+    *,
+    detail: str,
+    code: str,
+    headers: Mapping[str, str] | None = None,
+    errors: list[Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    body = error_body(detail=detail, code=code, request_id=request_id_var.get(), errors=errors)
+    if extra:
+        body.update(jsonable_encoder(extra))
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# Starlette types every handler as taking Exception; each is registered for one class.
+def _app_error(_request: Request, error: Exception) -> JSONResponse:
+    exc = cast(AppError, error)
+    return _json(
+        exc.status_code,
+        detail=exc.detail,
+        code=exc.error_code,
+        headers=exc.headers,
+        extra=exc.extra,
+    )
+
+
+def _http_error(_request: Request, error: Exception) -> JSONResponse:
+    exc = cast(StarletteHTTPException, error)
+    status = exc.status_code
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+    code = _HTTP_CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
+    return _json(status, detail=detail, code=code, headers=exc.headers)
+
+
+def _validation_error(_request: Request, error: Exception) -> JSONResponse:
+    exc = cast(RequestValidationError, error)
+    errors = [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error["type"]}
+        for error in exc.errors()
+    ]
+    # Input is never echoed back: it may hold a password.
+    if any(error["type"] == "json_invalid" for error in errors):
+        return _json(
+            422, detail="The request body is not valid JSON", code="malformed_json", errors=errors
+        )
+    return _json(422, detail="The request is not valid", code="validation_error", errors=errors)
+
+
+def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("database unavailable: %s", type(exc).__name__)
+    error = ServiceUnavailableError("The database is unavailable; try again shortly")
+    return _json(
+        error.status_code, detail=error.detail, code="database_unavailable", headers=error.headers
+    )
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    # Pool exhausted (TimeoutError) or the server unreachable or gone (OperationalError,
+    # InterfaceError): the client should come back later, this is not a bug.
+    for error in (sa_exc.TimeoutError, sa_exc.OperationalError, sa_exc.InterfaceError):
+        app.add_exception_handler(error, _database_unavailable)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI declarations of the error responses a route can give."""
+    return {
+        status: {"model": ErrorResponse, "description": HTTPStatus(status).phrase}
+        for status in statuses
+    }

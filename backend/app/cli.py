@@ -1,0 +1,91 @@
+"""The `agentry` command."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from app.core import migrations
+from app.core.config import settings
+from app.core.logger import configure_logging
+from app.main import create_app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    configure_logging(settings)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    result: int = handler(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentry", description="Run and manage Agentry.")
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", help="migrate, prepare start-up data, serve the API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
+    serve.set_defaults(handler=_serve)
+
+    migrate = commands.add_parser("migrate", help="upgrade or downgrade the database schema")
+    migrate.add_argument("--to", default="head", help="target revision (default: head)")
+    migrate.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
+    migrate.set_defaults(handler=_migrate)
+
+    openapi = commands.add_parser("openapi", help="write the OpenAPI schema")
+    openapi.add_argument("file", nargs="?", type=Path, help="where to write (default: stdout)")
+    openapi.set_defaults(handler=_openapi)
+    return parser
+
+
+def _refuse_unsafe_settings() -> bool:
+    problems = settings.problems()
+    for problem in problems:
+        print(f"agentry: refusing to start: {problem}", file=sys.stderr)
+    return bool(problems)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if _refuse_unsafe_settings():
+        return 2
+    migrations.upgrade("head")
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=None if args.reload else args.workers,
+        reload=args.reload,
+        proxy_headers=False,  # the app itself decides whom to believe (FORWARDED_ALLOW_IPS)
+        access_log=False,  # the app writes one line per request, without query strings
+        log_config=None,
+    )
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    migrations.migrate_to(args.to, sql=args.sql)
+    return 0
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    schema = json.dumps(create_app().openapi(), indent=2, sort_keys=False) + "\n"
+    if args.file is None:
+        sys.stdout.write(schema)
+    else:
+        args.file.write_text(schema)
+        print(f"wrote {args.file}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Settings, read once from the environment and `.env`."""
+
+import os
+import secrets
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+GENERATE_KEY_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", "your-secret-key"})
+SECRET_KEY_MIN_BYTES = 32
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name, not a secret)
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_ignore_empty=True, extra="ignore", env_nested_delimiter="__"
+    )
+
+    PROJECT_NAME: str = "Agentry"
+    ENVIRONMENT: Environment = Environment.DEVELOPMENT
+    DATA_DIR: Path = Path("./data")
+    DATABASE_URL: str = ""
+    SECRET_KEY: SecretStr | None = None
+
+    BACKEND_CORS_ORIGINS: Annotated[list[str], NoDecode] = []
+    FORWARDED_ALLOW_IPS: Annotated[list[str], NoDecode] = []
+    LOG_LEVEL: str = "INFO"
+    LOG_FORMAT: LogFormat | None = None
+    EXPOSE_DOCS: bool | None = None
+
+    # Database pool and timeouts (PostgreSQL); SQLite uses the busy timeout only.
+    DB_POOL_SIZE: int = Field(default=10, ge=1, le=500)
+    DB_MAX_OVERFLOW: int = Field(default=10, ge=0, le=500)
+    DB_POOL_TIMEOUT: float = Field(default=5.0, gt=0, le=60)
+    DB_CONNECT_TIMEOUT: int = Field(default=5, ge=1, le=60)
+    DB_STATEMENT_TIMEOUT_MS: int = Field(default=15_000, ge=100, le=600_000)
+    SQLITE_BUSY_TIMEOUT_MS: int = Field(default=5_000, ge=0, le=600_000)
+
+    # Worker threads that run sync routes; admitted requests never outnumber them.
+    THREADPOOL_SIZE: int = Field(default=40, ge=2, le=1000)
+    REQUEST_QUEUE_TIMEOUT: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("BACKEND_CORS_ORIGINS", "FORWARDED_ALLOW_IPS", mode="before")
+    @classmethod
+    def _parse_list(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _normalise_database_url(cls, value: str) -> str:
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value.removeprefix(prefix)
+        return value
+
+    @field_validator("BACKEND_CORS_ORIGINS")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an http(s) origin")
+        return [origin.rstrip("/") for origin in value]
+
+    @property
+    def is_production(self) -> bool:
+        return self.ENVIRONMENT is Environment.PRODUCTION
+
+    @property
+    def database_url(self) -> str:
+        if self.DATABASE_URL:
+            return self.DATABASE_URL
+        return f"sqlite:///{(self.DATA_DIR / 'agentry.db').as_posix()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def log_format(self) -> LogFormat:
+        if self.LOG_FORMAT is not None:
+            return self.LOG_FORMAT
+        return LogFormat.JSON if self.is_production else LogFormat.CONSOLE
+
+    @property
+    def docs_exposed(self) -> bool:
+        return self.EXPOSE_DOCS if self.EXPOSE_DOCS is not None else not self.is_production
+
+    @cached_property
+    def secret_key(self) -> str:
+        """The signing key: configured, or generated once and kept in DATA_DIR."""
+        if self.SECRET_KEY is not None:
+            return self.SECRET_KEY.get_secret_value()
+        if self.is_production:
+            raise ConfigurationError(["SECRET_KEY is required in production"])
+        return _load_or_create_secret(self.DATA_DIR / SECRET_KEY_FILE)
+
+    def ensure_data_dir(self) -> None:
+        self.DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+    def problems(self) -> list[str]:
+        """Settings the app refuses to start with (only production is strict)."""
+        if not self.is_production:
+            return []
+        problems = []
+        if (problem := secret_key_problem(self.SECRET_KEY)) is not None:
+            problems.append(f"SECRET_KEY {problem}")
+        if "*" in self.BACKEND_CORS_ORIGINS:
+            problems.append("BACKEND_CORS_ORIGINS must list origins, not '*'")
+        return problems
+
+
+def secret_key_problem(value: SecretStr | None) -> str | None:
+    if value is None:
+        return "is required in production"
+    key = value.get_secret_value()
+    if key.strip().lower() in PLACEHOLDER_SECRETS:
+        return "is a placeholder; generate one with: " + GENERATE_KEY_HINT
+    if len(key.encode()) < SECRET_KEY_MIN_BYTES:
+        return f"must be at least {SECRET_KEY_MIN_BYTES} bytes long"
+    return None
+
+
+def _load_or_create_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    try:
+        with open(path, "x", opener=_open_private) as handle:
+            handle.write(key)
+    except FileExistsError:  # another process won the race; use its key
+        return path.read_text().strip()
+    return key
+
+
+def _open_private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
+class ConfigurationError(Exception):
+    """Settings that must be fixed before the app may start."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+settings = Settings()

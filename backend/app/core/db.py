@@ -1,0 +1,91 @@
+"""The database engine, the session factory and a UTC datetime column type."""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, TypeDecorator, event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlmodel import Session, create_engine
+
+from app.core.config import Settings, settings
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC and always hands back timezone-aware datetimes, on every engine.
+
+    SQLite has no timezone type, so values are normalised to UTC on the way in and
+    tagged as UTC on the way out; PostgreSQL stores `timestamptz`.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def create_db_engine(config: Settings, **overrides: Any) -> Engine:
+    """One engine per process, tuned per backend; `overrides` exist for tests."""
+    url = config.database_url
+    if url.startswith("sqlite"):
+        config.ensure_data_dir()
+        options: dict[str, Any] = {
+            "connect_args": {"check_same_thread": False},
+            "pool_size": config.DB_POOL_SIZE,
+            "max_overflow": config.DB_MAX_OVERFLOW,
+            "pool_timeout": config.DB_POOL_TIMEOUT,
+        }
+        options.update(overrides)
+        engine = create_engine(url, **options)
+        _tune_sqlite(engine, config.SQLITE_BUSY_TIMEOUT_MS)
+        return engine
+    options = {
+        "pool_pre_ping": True,
+        "pool_size": config.DB_POOL_SIZE,
+        "max_overflow": config.DB_MAX_OVERFLOW,
+        "pool_timeout": config.DB_POOL_TIMEOUT,
+        "connect_args": {
+            "connect_timeout": config.DB_CONNECT_TIMEOUT,
+            "options": f"-c statement_timeout={config.DB_STATEMENT_TIMEOUT_MS}",
+            "application_name": config.PROJECT_NAME.lower(),
+        },
+    }
+    options.update(overrides)
+    return create_engine(url, **options)
+
+
+def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+
+engine = create_db_engine(settings)
+
+
+def get_session() -> Iterator[Session]:
+    # Objects stay readable after commit; services refresh what the database computes.
+    with Session(engine, expire_on_commit=False) as session:
+        yield session

@@ -1,0 +1,99 @@
+"""Domain errors: each carries its HTTP status and a stable machine-readable code.
+
+Services raise these; one handler in `app.api.errors` turns them into the error body.
+"""
+
+from typing import Any, ClassVar
+
+
+class AppError(Exception):
+    status_code: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    default_detail: ClassVar[str] = "Bad request"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.detail = detail or self.default_detail
+        self.error_code = code or self.code
+        self.headers = headers or {}
+        self.extra = extra or {}
+        super().__init__(self.detail)
+
+
+class BadRequestError(AppError):
+    pass
+
+
+class AuthenticationError(AppError):
+    status_code = 401
+    code = "not_authenticated"
+    default_detail = "Not authenticated"
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(detail, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
+class PaymentRequiredError(AppError):
+    status_code = 402
+    code = "payment_required"
+    default_detail = "Payment required"
+
+
+class PermissionDeniedError(AppError):
+    status_code = 403
+    code = "permission_denied"
+    default_detail = "You do not have permission to do this"
+
+
+class NotFoundError(AppError):
+    status_code = 404
+    code = "not_found"
+    default_detail = "Not found"
+
+
+class ConflictError(AppError):
+    status_code = 409
+    code = "conflict"
+    default_detail = "Conflict"
+
+
+class UnprocessableError(AppError):
+    """Input that is well-formed but breaks a rule only the service can check."""
+
+    status_code = 422
+    code = "validation_error"
+    default_detail = "Invalid input"
+
+
+class RateLimitedError(AppError):
+    status_code = 429
+    code = "rate_limited"
+    default_detail = "Too many requests; try again later"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class ServiceUnavailableError(AppError):
+    status_code = 503
+    code = "service_unavailable"
+    default_detail = "The service is temporarily unavailable; try again shortly"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 5) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+def error_body(
+    *, detail: str, code: str, request_id: str | None, errors: list[Any] | None = None
+) -> dict[str, Any]:
+    """The one error body every non-2xx response carries."""
+    body: dict[str, Any] = {"detail": detail, "code": code, "request_id": request_id}
+    if errors is not None:
+        body["errors"] = errors
+    return body

@@ -1,0 +1,56 @@
+"""The application factory."""
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import iter_route_contexts
+
+from app.api.errors import register_error_handlers
+from app.api.main import api_router
+from app.api.openapi import openapi_builder
+from app.api.routes.utils import LIVENESS_PATH
+from app.core.config import ConfigurationError, Settings, settings
+from app.core.logger import configure_logging
+from app.core.middleware import RequestMiddleware
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(config: Settings = settings) -> FastAPI:
+    problems = config.problems()
+    if problems:
+        raise ConfigurationError(problems)
+    configure_logging(config)
+    docs = config.docs_exposed
+    app = FastAPI(
+        title=config.PROJECT_NAME,
+        summary="The backend of an AI agent workspace.",
+        version="0.1.0",
+        openapi_url=f"{API_PREFIX}/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        separate_input_output_schemas=False,
+    )
+    app.include_router(api_router, prefix=API_PREFIX)
+    unadmitted = frozenset({API_PREFIX + LIVENESS_PATH})
+    app.openapi = openapi_builder(app, unadmitted_paths=unadmitted)  # type: ignore[method-assign]
+    register_error_handlers(app)
+    if config.BACKEND_CORS_ORIGINS:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.BACKEND_CORS_ORIGINS,
+            allow_credentials="*" not in config.BACKEND_CORS_ORIGINS,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(
+        RequestMiddleware,
+        admission_slots=config.THREADPOOL_SIZE,
+        queue_timeout=config.REQUEST_QUEUE_TIMEOUT,
+        unadmitted_paths=unadmitted,
+        route_templates={
+            id(context.original_route): context.path_format or ""
+            for context in iter_route_contexts(app.routes)
+        },
+    )
+    return app

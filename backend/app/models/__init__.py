@@ -1,0 +1,12 @@
+"""Every table, imported here so that `SQLModel.metadata` knows them all."""
+
+from sqlmodel import SQLModel
+
+# Deterministic constraint names, so migrations can find what they alter on every engine.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}

@@ -1,0 +1,87 @@
+"""Overload must not stall sync routes (the threadpool/connection-pool deadlock).
+
+A real server, a database pool of 2 and 8 worker threads; 200 requests at once to a
+route that holds its pooled connection while it works and returns a response_model.
+Without admission control the worker threads all block waiting for a connection while
+the requests holding the connections wait for a thread to serialise their response.
+"""
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx2
+import pytest
+import uvicorn
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlmodel import Session
+
+from app.api.deps import SessionDep
+from app.core.config import Settings
+from app.core.db import create_db_engine, get_session
+from app.main import create_app
+
+CONCURRENT_REQUESTS = 200
+
+router = APIRouter(prefix="/test-only", tags=["test"])
+
+
+class Reading(BaseModel):
+    value: int
+
+
+@router.get("/reading", response_model=Reading, operation_id="test_reading")
+def reading(session: SessionDep) -> Reading:
+    value = session.execute(text("SELECT 1")).scalar_one()
+    time.sleep(0.005)  # a slow query: the connection stays checked out meanwhile
+    return Reading(value=value)
+
+
+@pytest.fixture
+def server_url() -> Iterator[str]:
+    config = Settings(THREADPOOL_SIZE=8, DB_POOL_SIZE=2, DB_MAX_OVERFLOW=0, DB_POOL_TIMEOUT=3)
+    engine = create_db_engine(config)
+    app: FastAPI = create_app(config)
+    app.include_router(router, prefix="/api/v1")
+
+    def small_pool_session() -> Iterator[Session]:
+        with Session(engine) as session:
+            yield session
+
+    app.dependency_overrides[get_session] = small_pool_session
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_config=None, access_log=False, backlog=CONCURRENT_REQUESTS * 2)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}/api/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        engine.dispose()
+
+
+def test_concurrent_requests_beyond_the_threadpool_all_complete(server_url: str) -> None:
+    def fetch(_: int) -> int:
+        with httpx2.Client(timeout=30) as http:
+            return http.get(f"{server_url}/test-only/reading").status_code
+
+    with ThreadPoolExecutor(max_workers=CONCURRENT_REQUESTS) as pool:
+        statuses = list(pool.map(fetch, range(CONCURRENT_REQUESTS)))
+
+    assert len(statuses) == CONCURRENT_REQUESTS
+    assert statuses.count(200) == CONCURRENT_REQUESTS, sorted(set(statuses))
+    after = httpx2.get(f"{server_url}/test-only/reading", timeout=2)
+    assert after.status_code == 200
+    assert after.json() == {"value": 1}

@@ -1,0 +1,79 @@
+"""Test harness: a migrated database, one rolled-back transaction per test.
+
+SQLite (a temporary file) by default; PostgreSQL when TEST_DATABASE_URL is set.
+"""
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+_data_dir = tempfile.mkdtemp(prefix="agentry-tests-")
+os.environ["ENVIRONMENT"] = "test"
+os.environ["DATA_DIR"] = _data_dir
+os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or (
+    f"sqlite:///{_data_dir}/test.db"
+)
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+import pytest  # noqa: E402
+from alembic import command  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from sqlalchemy import Connection  # noqa: E402
+from sqlmodel import Session  # noqa: E402
+
+from app.core import migrations  # noqa: E402
+from app.core.db import engine, get_session  # noqa: E402
+from app.main import create_app  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _migrated_database() -> None:
+    with engine.begin() as connection:
+        command.upgrade(migrations.alembic_config(connection), "head")
+
+
+@pytest.fixture
+def connection() -> Iterator[Connection]:
+    """One connection whose outer transaction is rolled back after the test."""
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # pysqlite's implicit transactions break SAVEPOINT; take control of BEGIN.
+            conn.connection.driver_connection.isolation_level = None  # type: ignore[union-attr]
+        transaction = conn.begin()
+        if sqlite:
+            conn.exec_driver_sql("BEGIN")
+        try:
+            yield conn
+        finally:
+            transaction.rollback()
+            if sqlite:
+                conn.connection.driver_connection.isolation_level = ""  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def db(connection: Connection) -> Iterator[Session]:
+    """The test's own view of the database; the app's commits are savepoints in it."""
+    with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
+        yield session
+
+
+@pytest.fixture
+def app(connection: Connection) -> FastAPI:
+    application = create_app()
+
+    def session_in_test_transaction() -> Iterator[Session]:
+        with Session(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        ) as session:
+            yield session
+
+    application.dependency_overrides[get_session] = session_in_test_transaction
+    return application
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client

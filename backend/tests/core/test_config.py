@@ -1,0 +1,93 @@
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from app.core.config import ConfigurationError, Settings
+from app.main import create_app
+
+STRONG_KEY = "k" * 48
+
+
+def make(**values: Any) -> Settings:
+    return Settings(_env_file=None, **values)
+
+
+class TestDatabaseUrl:
+    @pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+    def test_postgres_schemes_use_psycopg(self, scheme: str) -> None:
+        config = make(DATABASE_URL=f"{scheme}://u:p@db:5432/agentry")
+        assert config.database_url == "postgresql+psycopg://u:p@db:5432/agentry"
+
+    def test_default_is_a_sqlite_file_in_data_dir(self, tmp_path: Path) -> None:
+        config = make(DATA_DIR=tmp_path, DATABASE_URL="")
+        assert config.database_url == f"sqlite:///{tmp_path.as_posix()}/agentry.db"
+        assert config.is_sqlite
+
+
+class TestSecretKey:
+    def test_development_generates_and_keeps_a_private_key(self, tmp_path: Path) -> None:
+        first = make(DATA_DIR=tmp_path, ENVIRONMENT="development").secret_key
+        second = make(DATA_DIR=tmp_path, ENVIRONMENT="development").secret_key
+        key_file = tmp_path / "secret_key"
+        assert first == second
+        assert len(first) >= 32
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+    @pytest.mark.parametrize(
+        ("key", "problem"),
+        [
+            (None, "SECRET_KEY is required in production"),
+            ("changethis", "SECRET_KEY is a placeholder"),
+            ("short-but-not-a-placeholder", "SECRET_KEY must be at least 32 bytes"),
+        ],
+    )
+    def test_production_refuses_weak_keys(self, key: str | None, problem: str) -> None:
+        config = make(ENVIRONMENT="production", SECRET_KEY=key)
+        assert any(p.startswith(problem) for p in config.problems())
+        with pytest.raises(ConfigurationError, match="SECRET_KEY"):
+            create_app(config)
+
+    def test_production_accepts_a_strong_key(self) -> None:
+        config = make(ENVIRONMENT="production", SECRET_KEY=SecretStr(STRONG_KEY))
+        assert config.problems() == []
+        assert config.secret_key == STRONG_KEY
+
+
+class TestProductionDefaults:
+    def test_json_logs_and_no_docs(self) -> None:
+        config = make(ENVIRONMENT="production", SECRET_KEY=STRONG_KEY)
+        assert config.log_format == "json"
+        assert config.docs_exposed is False
+
+    def test_cors_wildcard_refused_in_production(self) -> None:
+        config = make(ENVIRONMENT="production", SECRET_KEY=STRONG_KEY, BACKEND_CORS_ORIGINS="*")
+        assert "BACKEND_CORS_ORIGINS must list origins, not '*'" in config.problems()
+
+    def test_cors_origins_must_be_http(self) -> None:
+        with pytest.raises(ValidationError, match="not an http"):
+            make(BACKEND_CORS_ORIGINS="ftp://example.com")
+
+
+def test_serve_refuses_unsafe_production_settings(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "production",
+        "SECRET_KEY": "changethis",
+        "DATA_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "refusing to start: SECRET_KEY is a placeholder" in result.stderr
