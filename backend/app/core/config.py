@@ -62,6 +62,39 @@ class Settings(BaseSettings):
     THREADPOOL_SIZE: int = Field(default=40, ge=2, le=1000)
     REQUEST_QUEUE_TIMEOUT: float = Field(default=10.0, gt=0, le=300)
 
+    # Accounts and tokens.
+    ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=15, ge=1, le=24 * 60)
+    REFRESH_TOKEN_EXPIRE_DAYS: int = Field(default=30, ge=1, le=365)
+    PASSWORD_RESET_EXPIRE_MINUTES: int = Field(default=60, ge=5, le=24 * 60)
+    JWT_ISSUER: str = "agentry"
+    JWT_AUDIENCE: str = "agentry-api"
+    FIRST_SUPERUSER_EMAIL: str | None = None
+    FIRST_SUPERUSER_PASSWORD: SecretStr | None = None
+    OPEN_SIGNUP: bool | None = None
+    FRONTEND_URL: str = "http://localhost:5173"
+
+    # Outgoing mail; without SMTP_HOST, development logs reset links instead.
+    SMTP_HOST: str | None = None
+    SMTP_PORT: int = Field(default=587, ge=1, le=65535)
+    SMTP_USER: str | None = None
+    SMTP_PASSWORD: SecretStr | None = None
+    SMTP_STARTTLS: bool = True
+    SMTP_SSL: bool = False
+    SMTP_TIMEOUT: float = Field(default=10.0, gt=0, le=120)
+    EMAILS_FROM_EMAIL: str = "agentry@localhost"
+    EMAILS_FROM_NAME: str = "Agentry"
+
+    # State shared between processes (throttling counters); in-memory when unset.
+    REDIS_URL: str | None = None
+
+    # Credential throttling.
+    LOGIN_MAX_FAILURES_PER_ACCOUNT: int = Field(default=5, ge=1, le=1000)
+    LOGIN_MAX_FAILURES_PER_IP: int = Field(default=20, ge=1, le=100_000)
+    LOGIN_FAILURE_WINDOW_SECONDS: int = Field(default=15 * 60, ge=1, le=86_400)
+    RECOVERY_MAX_PER_EMAIL: int = Field(default=3, ge=1, le=1000)
+    RECOVERY_MAX_PER_IP: int = Field(default=20, ge=1, le=100_000)
+    RECOVERY_WINDOW_SECONDS: int = Field(default=60 * 60, ge=1, le=86_400)
+
     @field_validator("BACKEND_CORS_ORIGINS", "FORWARDED_ALLOW_IPS", mode="before")
     @classmethod
     def _parse_list(cls, value: Any) -> Any:
@@ -86,6 +119,16 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.ENVIRONMENT is Environment.PRODUCTION
+
+    @property
+    def signup_open(self) -> bool:
+        return self.OPEN_SIGNUP if self.OPEN_SIGNUP is not None else not self.is_production
+
+    @property
+    def first_superuser_email(self) -> str | None:
+        if self.FIRST_SUPERUSER_EMAIL:
+            return self.FIRST_SUPERUSER_EMAIL
+        return None if self.is_production else "admin@example.com"
 
     @property
     def database_url(self) -> str:
@@ -126,6 +169,10 @@ class Settings(BaseSettings):
         problems = []
         if (problem := secret_key_problem(self.SECRET_KEY)) is not None:
             problems.append(f"SECRET_KEY {problem}")
+        if not self.FIRST_SUPERUSER_EMAIL:
+            problems.append("FIRST_SUPERUSER_EMAIL is required in production")
+        if self.FIRST_SUPERUSER_PASSWORD is None:
+            problems.append("FIRST_SUPERUSER_PASSWORD is required in production")
         if "*" in self.BACKEND_CORS_ORIGINS:
             problems.append("BACKEND_CORS_ORIGINS must list origins, not '*'")
         return problems
