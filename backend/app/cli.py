@@ -6,11 +6,14 @@ import sys
 from pathlib import Path
 
 import uvicorn
+from sqlmodel import Session
 
 from app.core import migrations
 from app.core.config import settings
+from app.core.db import engine
 from app.core.logger import configure_logging
 from app.main import create_app
+from app.services.bootstrap_service import BootstrapService
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--sql", action="store_true", help="print the SQL instead of running it")
     migrate.set_defaults(handler=_migrate)
 
+    superuser = commands.add_parser(
+        "create-superuser", help="create the first superuser from FIRST_SUPERUSER_* settings"
+    )
+    superuser.set_defaults(handler=_create_superuser)
+
     openapi = commands.add_parser("openapi", help="write the OpenAPI schema")
     openapi.add_argument("file", nargs="?", type=Path, help="where to write (default: stdout)")
     openapi.set_defaults(handler=_openapi)
@@ -58,6 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
     if _refuse_unsafe_settings():
         return 2
     migrations.upgrade("head")
+    _bootstrap()
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -69,6 +78,21 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,  # the app writes one line per request, without query strings
         log_config=None,
     )
+    return 0
+
+
+def _bootstrap() -> None:
+    with Session(engine) as session:
+        for notice in BootstrapService.run(session=session):
+            print(notice, flush=True)
+
+
+def _create_superuser(_args: argparse.Namespace) -> int:
+    if settings.first_superuser_email is None:
+        print("agentry: set FIRST_SUPERUSER_EMAIL first", file=sys.stderr)
+        return 2
+    migrations.upgrade("head")
+    _bootstrap()
     return 0
 
 

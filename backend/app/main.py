@@ -3,6 +3,7 @@
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import iter_route_contexts
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.api.errors import register_error_handlers
 from app.api.main import api_router
@@ -11,6 +12,7 @@ from app.api.routes.utils import LIVENESS_PATH
 from app.core.config import ConfigurationError, Settings, settings
 from app.core.logger import configure_logging
 from app.core.middleware import RequestMiddleware
+from app.core.throttle import build_throttle
 
 API_PREFIX = "/api/v1"
 
@@ -30,6 +32,7 @@ def create_app(config: Settings = settings) -> FastAPI:
         redoc_url=None,
         separate_input_output_schemas=False,
     )
+    app.state.throttle = build_throttle(config)
     app.include_router(api_router, prefix=API_PREFIX)
     unadmitted = frozenset({API_PREFIX + LIVENESS_PATH})
     app.openapi = openapi_builder(app, unadmitted_paths=unadmitted)  # type: ignore[method-assign]
@@ -43,6 +46,9 @@ def create_app(config: Settings = settings) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
+    if config.FORWARDED_ALLOW_IPS:
+        # Only these peers may say who the client is; everyone else is the client.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=config.FORWARDED_ALLOW_IPS)
     app.add_middleware(
         RequestMiddleware,
         admission_slots=config.THREADPOOL_SIZE,

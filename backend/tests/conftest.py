@@ -25,6 +25,8 @@ from sqlmodel import Session  # noqa: E402
 from app.core import migrations  # noqa: E402
 from app.core.db import engine, get_session  # noqa: E402
 from app.main import create_app  # noqa: E402
+from app.models.user import User  # noqa: E402
+from tests.factories import auth_headers, create_user  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -77,3 +79,23 @@ def app(connection: Connection) -> FastAPI:
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def user(db: Session) -> User:
+    return create_user(db, full_name="Ada Lovelace")
+
+
+@pytest.fixture
+def user_headers(db: Session, user: User) -> dict[str, str]:
+    return auth_headers(db, user=user)
+
+
+@pytest.fixture
+def superuser(db: Session) -> User:
+    return create_user(db, is_superuser=True, full_name="Grace Hopper")
+
+
+@pytest.fixture
+def superuser_headers(db: Session, superuser: User) -> dict[str, str]:
+    return auth_headers(db, user=superuser)

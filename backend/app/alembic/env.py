@@ -4,9 +4,13 @@ A caller may hand over an open connection in `config.attributes["connection"]` (
 tests and `agentry migrate` do); otherwise the app's engine is used.
 """
 
+from typing import Any, Literal
+
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
+from sqlmodel.sql.sqltypes import AutoString
 
 import app.models  # noqa: F401  (registers every table on the metadata)
 from app.core.db import engine
@@ -15,12 +19,20 @@ config = context.config
 target_metadata = SQLModel.metadata
 
 
+def render_item(type_: str, obj: Any, _context: AutogenContext) -> str | Literal[False]:
+    """Plain `sa.String` in revisions instead of SQLModel's AutoString subclass."""
+    if type_ == "type" and isinstance(obj, AutoString):
+        return f"sa.String(length={obj.length})" if obj.length else "sa.String()"
+    return False
+
+
 def run_offline() -> None:
     context.configure(
         url=engine.url.render_as_string(hide_password=False),
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=engine.dialect.name == "sqlite",
+        render_item=render_item,
         dialect_opts={"paramstyle": "named"},
     )
     with context.begin_transaction():
@@ -32,6 +44,7 @@ def run_with(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
+        render_item=render_item,
         compare_type=True,
     )
     with context.begin_transaction():

@@ -2,9 +2,70 @@
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Query, Request
+from fastapi.security import OAuth2PasswordBearer
 from sqlmodel import Session
 
 from app.core.db import get_session
+from app.core.errors import PermissionDeniedError
+from app.core.logger import request_id_var
+from app.core.throttle import Throttle
+from app.models.user import User
+from app.services.auth_service import Authenticated, AuthService
+from app.services.context import RequestContext
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+# auto_error=False: a missing token must reach our handler and get the error body.
+bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/login/access-token", auto_error=False)
+
+
+def get_current_auth(
+    request: Request, session: SessionDep, token: Annotated[str | None, Depends(bearer)]
+) -> Authenticated:
+    auth = AuthService.authenticate(session=session, token=token)
+    request.state.user_id = str(auth.user.id)  # for the request log line
+    return auth
+
+
+CurrentAuth = Annotated[Authenticated, Depends(get_current_auth)]
+
+
+def get_current_user(auth: CurrentAuth) -> User:
+    return auth.user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_current_superuser(user: CurrentUser) -> User:
+    if not user.is_superuser:
+        raise PermissionDeniedError("This needs a superuser", code="superuser_required")
+    return user
+
+
+SuperuserDep = Annotated[User, Depends(get_current_superuser)]
+
+
+def get_request_context(request: Request) -> RequestContext:
+    user_agent = request.headers.get("user-agent")
+    return RequestContext(
+        # The socket peer, or what a trusted proxy said (FORWARDED_ALLOW_IPS).
+        ip=request.client.host if request.client else None,
+        user_agent=user_agent[:255] if user_agent else None,
+        request_id=request_id_var.get(),
+    )
+
+
+RequestContextDep = Annotated[RequestContext, Depends(get_request_context)]
+
+
+def get_throttle(request: Request) -> Throttle:
+    throttle: Throttle = request.app.state.throttle
+    return throttle
+
+
+ThrottleDep = Annotated[Throttle, Depends(get_throttle)]
+
+SkipParam = Annotated[int, Query(ge=0, le=1_000_000, description="Rows to skip.")]
+LimitParam = Annotated[int, Query(ge=1, le=100, description="Rows to return, 1 to 100.")]

@@ -1,6 +1,9 @@
 from fastapi import APIRouter
 
-from app.api.routes import utils
+from app.api.routes import admin, login, users, utils
 
 api_router = APIRouter()
+api_router.include_router(login.router)
+api_router.include_router(users.router)
+api_router.include_router(admin.router)
 api_router.include_router(utils.router)

@@ -10,3 +10,9 @@ SQLModel.metadata.naming_convention = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+from app.models.audit import AuditEntry  # noqa: E402
+from app.models.auth import LoginSession, PasswordResetToken, RefreshToken  # noqa: E402
+from app.models.user import User  # noqa: E402
+
+__all__ = ["AuditEntry", "LoginSession", "PasswordResetToken", "RefreshToken", "User"]

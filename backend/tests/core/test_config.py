@@ -54,9 +54,24 @@ class TestSecretKey:
             create_app(config)
 
     def test_production_accepts_a_strong_key(self) -> None:
-        config = make(ENVIRONMENT="production", SECRET_KEY=SecretStr(STRONG_KEY))
+        config = make(
+            ENVIRONMENT="production",
+            SECRET_KEY=SecretStr(STRONG_KEY),
+            FIRST_SUPERUSER_EMAIL="root@example.com",
+            FIRST_SUPERUSER_PASSWORD="a long production passphrase",
+        )
         assert config.problems() == []
         assert config.secret_key == STRONG_KEY
+
+
+def test_production_requires_the_first_superuser_settings() -> None:
+    config = make(ENVIRONMENT="production", SECRET_KEY=STRONG_KEY)
+    assert config.problems() == [
+        "FIRST_SUPERUSER_EMAIL is required in production",
+        "FIRST_SUPERUSER_PASSWORD is required in production",
+    ]
+    assert config.first_superuser_email is None
+    assert make(ENVIRONMENT="development").first_superuser_email == "admin@example.com"
 
 
 class TestProductionDefaults:

@@ -1,0 +1,121 @@
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Form, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.deps import CurrentAuth, RequestContextDep, SessionDep, ThrottleDep
+from app.api.errors import error_responses
+from app.models.auth import (
+    Message,
+    PasswordRecoveryRequest,
+    PasswordReset,
+    RefreshRequest,
+    TokenPair,
+)
+from app.modules.mail.sender import send_email
+from app.services.auth_service import AuthService
+from app.services.password_recovery_service import PasswordRecoveryService
+
+router = APIRouter(tags=["login"])
+
+RECOVERY_ACCEPTED = "If that account exists, a link to reset its password is on its way."
+
+
+class LoginForm(BaseModel):
+    """OAuth2's password grant, as /docs' Authorize button sends it."""
+
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=254, description="The account's email.")
+    password: str = Field(min_length=1, max_length=128)
+    grant_type: str | None = Field(default=None, pattern="^password$")
+    scope: str = Field(default="", max_length=200)
+    client_id: str | None = Field(default=None, max_length=200)
+    client_secret: str | None = Field(default=None, max_length=200)
+
+
+@router.post(
+    "/login/access-token",
+    response_model=TokenPair,
+    operation_id="login_access_token",
+    summary="Log in",
+    responses=error_responses(401, 403, 429),
+)
+def login_access_token(
+    session: SessionDep,
+    throttle: ThrottleDep,
+    context: RequestContextDep,
+    form: Annotated[LoginForm, Form()],
+) -> TokenPair:
+    """Trade an email and password for an access token and a refresh token."""
+    return AuthService.login(
+        session=session,
+        throttle=throttle,
+        email=form.username,
+        password=form.password,
+        context=context,
+    )
+
+
+@router.post(
+    "/login/refresh",
+    response_model=TokenPair,
+    operation_id="refresh_token",
+    summary="Refresh tokens",
+    responses=error_responses(401),
+)
+def refresh_token(
+    session: SessionDep, context: RequestContextDep, body: RefreshRequest
+) -> TokenPair:
+    """Trade a refresh token for a new pair; each refresh token works once."""
+    return AuthService.refresh(session=session, refresh_token=body.refresh_token, context=context)
+
+
+@router.post(
+    "/login/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="logout",
+    summary="Log out",
+    responses=error_responses(401),
+)
+def logout(session: SessionDep, auth: CurrentAuth, context: RequestContextDep) -> None:
+    """End the current login session; its tokens stop working at once."""
+    AuthService.logout(session=session, auth=auth, context=context)
+
+
+@router.post(
+    "/password-recovery",
+    response_model=Message,
+    status_code=status.HTTP_202_ACCEPTED,
+    operation_id="recover_password",
+    summary="Request a password reset",
+    responses=error_responses(429),
+)
+def recover_password(
+    session: SessionDep,
+    throttle: ThrottleDep,
+    context: RequestContextDep,
+    body: PasswordRecoveryRequest,
+    background_tasks: BackgroundTasks,
+) -> Message:
+    """Mail a reset link; the answer is the same whether or not the account exists."""
+    email = PasswordRecoveryService.request(
+        session=session, throttle=throttle, email=body.email, context=context
+    )
+    if email is not None:
+        background_tasks.add_task(send_email, email)  # after the response: no timing tells
+    return Message(message=RECOVERY_ACCEPTED)
+
+
+@router.post(
+    "/reset-password",
+    response_model=Message,
+    operation_id="reset_password",
+    summary="Reset a password",
+    responses=error_responses(400),
+)
+def reset_password(session: SessionDep, context: RequestContextDep, body: PasswordReset) -> Message:
+    """Set a new password with a reset link's token; every session is ended."""
+    PasswordRecoveryService.reset(
+        session=session, token=body.token, new_password=body.new_password, context=context
+    )
+    return Message(message="Password updated; log in with the new one.")

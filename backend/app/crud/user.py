@@ -1,0 +1,93 @@
+"""Queries on accounts. Accounts belong to nobody: who may reach them is the route's rule
+(yourself through /users/me, anyone through superuser routes)."""
+
+import uuid
+from typing import Literal
+
+from sqlalchemy import func, or_
+from sqlmodel import Session, col, select
+
+from app.models.auth import LoginSession
+from app.models.user import User
+
+UserSort = Literal[
+    "created_at",
+    "-created_at",
+    "email",
+    "-email",
+    "full_name",
+    "-full_name",
+    "last_login_at",
+    "-last_login_at",
+]
+
+_TEXT_SORTS = frozenset({"email", "full_name"})  # people expect "alice" before "Bob"
+
+
+def get_user(*, session: Session, user_id: uuid.UUID) -> User | None:
+    return session.get(User, user_id)
+
+
+def get_user_by_email(*, session: Session, email: str) -> User | None:
+    return session.exec(select(User).where(User.email == email.lower())).first()
+
+
+def get_user_with_login_session(
+    *, session: Session, user_id: uuid.UUID, session_id: uuid.UUID
+) -> tuple[User, LoginSession] | None:
+    """Both rows an access token names, in one round trip."""
+    statement = (
+        select(User, LoginSession)
+        .join(LoginSession, col(LoginSession.user_id) == User.id)
+        .where(LoginSession.id == session_id, User.id == user_id)
+    )
+    row = session.exec(statement).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def list_users(
+    *,
+    session: Session,
+    q: str | None,
+    is_active: bool | None,
+    is_superuser: bool | None,
+    sort: UserSort,
+    skip: int,
+    limit: int,
+) -> tuple[list[User], int]:
+    statement = select(User)
+    if q:
+        pattern = f"%{_escape_like(q.lower())}%"
+        statement = statement.where(
+            or_(
+                col(User.email).like(pattern, escape="\\"),
+                func.lower(col(User.full_name)).like(pattern, escape="\\"),
+            )
+        )
+    if is_active is not None:
+        statement = statement.where(User.is_active == is_active)
+    if is_superuser is not None:
+        statement = statement.where(User.is_superuser == is_superuser)
+    count = session.exec(select(func.count()).select_from(statement.subquery())).one()
+    field = sort.lstrip("-")
+    column = col(getattr(User, field))
+    key = func.lower(column) if field in _TEXT_SORTS else column
+    order = key.desc() if sort.startswith("-") else key.asc()
+    # Nulls last either way, then id, so pages never overlap or skip rows.
+    page = statement.order_by(column.is_(None), order, col(User.id)).offset(skip).limit(limit)
+    return list(session.exec(page).all()), count
+
+
+def count_active_superusers(*, session: Session) -> int:
+    statement = select(func.count()).where(User.is_superuser, User.is_active)
+    return session.exec(statement).one()
+
+
+def lock_active_superusers(*, session: Session) -> None:
+    """Serialises changes that could leave no active superuser (PostgreSQL row locks;
+    SQLite takes its single write lock at the first write of the transaction)."""
+    session.exec(select(User.id).where(User.is_superuser, User.is_active).with_for_update()).all()
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

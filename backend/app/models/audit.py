@@ -1,0 +1,52 @@
+"""The audit log: append-only, and outliving the users it names."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Integer
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+from app.core.db import UTCDateTime, utcnow
+
+# BIGINT on PostgreSQL; SQLite only auto-increments an INTEGER primary key.
+AuditId = BigInteger().with_variant(Integer(), "sqlite")
+JsonDetails = JSON().with_variant(JSONB(), "postgresql")
+
+
+class AuditEntry(SQLModel, table=True):
+    __tablename__ = "audit_log"
+
+    # Increasing ids give a stable newest-first order and a cursor that never skips rows.
+    id: int | None = Field(default=None, primary_key=True, sa_type=AuditId)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    # No foreign keys: the row keeps who it was about after they are deleted.
+    actor_id: uuid.UUID | None = Field(default=None, index=True)
+    actor_email: str | None = Field(default=None, max_length=254)
+    action: str = Field(max_length=64, index=True)
+    target_type: str | None = Field(default=None, max_length=32)
+    target_id: str | None = Field(default=None, max_length=64, index=True)
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=255)
+    request_id: str | None = Field(default=None, max_length=64)
+    details: dict[str, Any] = Field(default_factory=dict, sa_type=JsonDetails)
+
+
+class AuditEntryPublic(SQLModel):
+    id: int
+    created_at: datetime
+    actor_id: uuid.UUID | None
+    actor_email: str | None
+    action: str
+    target_type: str | None
+    target_id: str | None
+    ip: str | None
+    user_agent: str | None
+    request_id: str | None
+    details: dict[str, Any]
+
+
+class AuditLogPublic(SQLModel):
+    data: list[AuditEntryPublic]
+    next_cursor: str | None

@@ -1,0 +1,1 @@
+"""Outgoing mail: SMTP when configured, the log in development."""

@@ -1,0 +1,81 @@
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session
+
+from app.core.errors import UnprocessableError
+from app.crud import audit as audit_crud
+from app.models.audit import AuditEntry, AuditLogPublic
+from app.models.user import User
+from app.services.context import RequestContext
+
+
+class AuditService:
+    @staticmethod
+    def record(
+        *,
+        session: Session,
+        context: RequestContext,
+        actor: User | None,
+        action: str,
+        target: User | None = None,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Adds an entry to the caller's transaction: it lands with the change or not at all."""
+        if target is not None:
+            target_type, target_id = "user", str(target.id)
+        audit_crud.add_entry(
+            session=session,
+            entry=AuditEntry(
+                actor_id=actor.id if actor else None,
+                actor_email=actor.email if actor else None,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                ip=context.ip,
+                user_agent=context.user_agent,
+                request_id=context.request_id,
+                details=details or {},
+            ),
+        )
+
+    @staticmethod
+    def list_entries(
+        *,
+        session: Session,
+        actor_id: uuid.UUID | None,
+        action: str | None,
+        target_type: str | None,
+        target_id: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        cursor: str | None,
+        limit: int,
+    ) -> AuditLogPublic:
+        before_id = _parse_cursor(cursor)
+        # One extra row tells whether another page exists.
+        rows = audit_crud.list_entries(
+            session=session,
+            actor_id=actor_id,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            since=since,
+            until=until,
+            before_id=before_id,
+            limit=limit + 1,
+        )
+        page = rows[:limit]
+        next_cursor = str(page[-1].id) if len(rows) > limit else None
+        return AuditLogPublic.model_validate({"data": page, "next_cursor": next_cursor})
+
+
+def _parse_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    if not cursor.isdigit() or len(cursor) > 19:
+        raise UnprocessableError("cursor is not one this API gave out", code="invalid_cursor")
+    return int(cursor)

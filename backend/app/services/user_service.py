@@ -1,0 +1,366 @@
+"""Accounts: signing up, one's own account, and superusers managing everyone's."""
+
+import secrets
+import uuid
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from app.core.config import Settings, settings
+from app.core.db import utcnow
+from app.core.errors import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from app.core.security import hash_password, verify_password
+from app.crud import auth as auth_crud
+from app.crud import user as user_crud
+from app.crud.user import UserSort
+from app.models.auth import LoginSessionPublic, LoginSessionsPublic
+from app.models.user import (
+    UpdatePassword,
+    User,
+    UserCreate,
+    UserRegister,
+    UserUpdate,
+    UserUpdateMe,
+)
+from app.services.audit_service import AuditService
+from app.services.auth_service import Authenticated
+from app.services.context import RequestContext
+
+
+class UserService:
+    # ==================== my account ====================
+
+    @staticmethod
+    def signup(*, session: Session, user_in: UserRegister, context: RequestContext) -> User:
+        if not settings.signup_open:
+            raise PermissionDeniedError("Sign-up is closed on this server", code="signup_closed")
+        user = _new_user(
+            session=session,
+            email=user_in.email,
+            password=user_in.password,
+            full_name=user_in.full_name,
+        )
+        AuditService.record(
+            session=session,
+            context=context,
+            actor=user,
+            action="user.created",
+            target=user,
+            details={"via": "signup"},
+        )
+        _commit_unique(session)
+        return user
+
+    @staticmethod
+    def update_me(
+        *, session: Session, user: User, user_in: UserUpdateMe, context: RequestContext
+    ) -> User:
+        changes = user_in.model_dump(exclude_unset=True)
+        _apply(session=session, user=user, changes=changes)
+        AuditService.record(
+            session=session,
+            context=context,
+            actor=user,
+            action="user.updated",
+            target=user,
+            details={"fields": sorted(changes)},
+        )
+        _commit_unique(session)
+        return user
+
+    @staticmethod
+    def change_password(
+        *, session: Session, auth: Authenticated, body: UpdatePassword, context: RequestContext
+    ) -> None:
+        user = auth.user
+        matches, _ = verify_password(body.current_password, user.hashed_password)
+        if not matches:
+            raise BadRequestError("The current password is not correct", code="incorrect_password")
+        if body.new_password == body.current_password:
+            raise BadRequestError("The new password is the current one", code="password_unchanged")
+        now = utcnow()
+        user.hashed_password = hash_password(body.new_password)
+        user.updated_at = now
+        session.add(user)
+        revoked = auth_crud.revoke_sessions(
+            session=session, user=user, now=now, keep=auth.session_id
+        )
+        auth_crud.void_reset_tokens(session=session, user=user, now=now)
+        AuditService.record(
+            session=session,
+            context=context,
+            actor=user,
+            action="password.changed",
+            target=user,
+            details={"sessions_revoked": revoked},
+        )
+        session.commit()
+
+    @staticmethod
+    def delete_me(*, session: Session, user: User, context: RequestContext) -> None:
+        if user.is_superuser:
+            raise PermissionDeniedError(
+                "A superuser cannot delete their own account", code="cannot_modify_self"
+            )
+        UserService._delete(session=session, actor=user, user=user, context=context)
+
+    @staticmethod
+    def list_sessions(*, session: Session, auth: Authenticated) -> LoginSessionsPublic:
+        rows = auth_crud.list_active_sessions(session=session, user=auth.user, now=utcnow())
+        return LoginSessionsPublic(
+            data=[
+                LoginSessionPublic.model_validate(
+                    row, update={"is_current": row.id == auth.session_id}
+                )
+                for row in rows
+            ]
+        )
+
+    @staticmethod
+    def revoke_my_session(
+        *, session: Session, auth: Authenticated, session_id: uuid.UUID, context: RequestContext
+    ) -> None:
+        now = utcnow()
+        target = auth_crud.get_active_session(
+            session=session, user=auth.user, session_id=session_id, now=now
+        )
+        if target is None:
+            raise NotFoundError("Session not found")
+        auth_crud.revoke_session_by_id(session=session, session_id=target.id, now=now)
+        AuditService.record(
+            session=session,
+            context=context,
+            actor=auth.user,
+            action="sessions.revoked",
+            target=auth.user,
+            details={"session_id": str(target.id)},
+        )
+        session.commit()
+
+    # ==================== superusers ====================
+
+    @staticmethod
+    def list_users(
+        *,
+        session: Session,
+        q: str | None,
+        is_active: bool | None,
+        is_superuser: bool | None,
+        sort: UserSort,
+        skip: int,
+        limit: int,
+    ) -> tuple[list[User], int]:
+        return user_crud.list_users(
+            session=session,
+            q=q,
+            is_active=is_active,
+            is_superuser=is_superuser,
+            sort=sort,
+            skip=skip,
+            limit=limit,
+        )
+
+    @staticmethod
+    def get(*, session: Session, user_id: uuid.UUID) -> User:
+        user = user_crud.get_user(session=session, user_id=user_id)
+        if user is None:
+            raise NotFoundError("User not found")
+        return user
+
+    @staticmethod
+    def create(
+        *, session: Session, actor: User, user_in: UserCreate, context: RequestContext
+    ) -> User:
+        user = _new_user(
+            session=session,
+            email=user_in.email,
+            password=user_in.password,
+            full_name=user_in.full_name,
+            is_active=user_in.is_active,
+            is_superuser=user_in.is_superuser,
+        )
+        AuditService.record(
+            session=session,
+            context=context,
+            actor=actor,
+            action="user.created",
+            target=user,
+            details={"is_superuser": user.is_superuser},
+        )
+        _commit_unique(session)
+        return user
+
+    @staticmethod
+    def update(
+        *,
+        session: Session,
+        actor: User,
+        user_id: uuid.UUID,
+        user_in: UserUpdate,
+        context: RequestContext,
+    ) -> User:
+        user = UserService.get(session=session, user_id=user_id)
+        changes = user_in.model_dump(exclude_unset=True, exclude={"password"})
+        deactivating = user.is_active and changes.get("is_active") is False
+        demoting = user.is_superuser and changes.get("is_superuser") is False
+        if user.id == actor.id and (deactivating or demoting):
+            raise PermissionDeniedError(
+                "You cannot deactivate or demote yourself", code="cannot_modify_self"
+            )
+        guard = user.is_superuser and user.is_active and (deactivating or demoting)
+        if guard:
+            user_crud.lock_active_superusers(session=session)
+        now = utcnow()
+        _apply(session=session, user=user, changes=changes)
+        revoke_all = deactivating or demoting or user_in.password is not None
+        if user_in.password is not None:
+            user.hashed_password = hash_password(user_in.password)
+            auth_crud.void_reset_tokens(session=session, user=user, now=now)
+        if revoke_all:
+            auth_crud.revoke_sessions(session=session, user=user, now=now)
+        if guard:
+            _ensure_a_superuser_remains(session)
+        fields = sorted([*changes, *(["password"] if user_in.password is not None else [])])
+        action = "user.deactivated" if deactivating else "user.updated"
+        AuditService.record(
+            session=session,
+            context=context,
+            actor=actor,
+            action=action,
+            target=user,
+            details={"fields": fields},
+        )
+        _commit_unique(session)
+        return user
+
+    @staticmethod
+    def delete(
+        *, session: Session, actor: User, user_id: uuid.UUID, context: RequestContext
+    ) -> None:
+        user = UserService.get(session=session, user_id=user_id)
+        if user.id == actor.id:
+            raise PermissionDeniedError("You cannot delete yourself", code="cannot_modify_self")
+        UserService._delete(session=session, actor=actor, user=user, context=context)
+
+    @staticmethod
+    def revoke_sessions(
+        *, session: Session, actor: User, user_id: uuid.UUID, context: RequestContext
+    ) -> int:
+        user = UserService.get(session=session, user_id=user_id)
+        revoked = auth_crud.revoke_sessions(session=session, user=user, now=utcnow())
+        AuditService.record(
+            session=session,
+            context=context,
+            actor=actor,
+            action="sessions.revoked",
+            target=user,
+            details={"sessions_revoked": revoked},
+        )
+        session.commit()
+        return revoked
+
+    @staticmethod
+    def ensure_first_superuser(
+        *, session: Session, config: Settings = settings
+    ) -> tuple[User, str | None] | None:
+        """Creates the first superuser when there is none; returns it and any generated
+        password (to be shown once). Idempotent."""
+        email = config.first_superuser_email
+        if email is None or user_crud.count_active_superusers(session=session) > 0:
+            return None
+        given = config.FIRST_SUPERUSER_PASSWORD
+        password = given.get_secret_value() if given else secrets.token_urlsafe(18)
+        existing = user_crud.get_user_by_email(session=session, email=email)
+        if existing is not None:
+            existing.is_superuser = existing.is_active = True
+            session.add(existing)
+            session.commit()
+            return existing, None
+        user = User(
+            email=email.lower(),
+            hashed_password=hash_password(password),
+            is_superuser=True,
+            full_name="Administrator",
+        )
+        session.add(user)
+        session.commit()
+        return user, None if given else password
+
+    @staticmethod
+    def _delete(*, session: Session, actor: User, user: User, context: RequestContext) -> None:
+        guard = user.is_superuser and user.is_active
+        if guard:
+            user_crud.lock_active_superusers(session=session)
+        AuditService.record(
+            session=session,
+            context=context,
+            actor=actor,
+            action="user.deleted",
+            target=user,
+            details={"email": user.email},
+        )
+        session.delete(user)
+        session.flush()
+        if guard:
+            _ensure_a_superuser_remains(session)
+        session.commit()
+
+
+def _new_user(
+    *,
+    session: Session,
+    email: str,
+    password: str,
+    full_name: str | None,
+    is_active: bool = True,
+    is_superuser: bool = False,
+) -> User:
+    if user_crud.get_user_by_email(session=session, email=email) is not None:
+        raise ConflictError("A user with this email already exists", code="email_taken")
+    user = User(
+        email=email,
+        full_name=full_name,
+        hashed_password=hash_password(password),
+        is_active=is_active,
+        is_superuser=is_superuser,
+    )
+    session.add(user)
+    return user
+
+
+def _apply(*, session: Session, user: User, changes: dict[str, Any]) -> None:
+    email = changes.get("email")
+    taken = (
+        email is not None
+        and email != user.email
+        and (user_crud.get_user_by_email(session=session, email=email) is not None)
+    )
+    if taken:
+        raise ConflictError("A user with this email already exists", code="email_taken")
+    user.sqlmodel_update(changes)
+    user.updated_at = utcnow()
+    session.add(user)
+
+
+def _ensure_a_superuser_remains(session: Session) -> None:
+    session.flush()
+    if user_crud.count_active_superusers(session=session) == 0:
+        raise ConflictError(
+            "The last active superuser cannot be removed, deactivated or demoted",
+            code="last_superuser",
+        )
+
+
+def _commit_unique(session: Session) -> None:
+    """Commits; a unique email taken by a concurrent request is a 409, not a 500."""
+    try:
+        session.commit()
+    except IntegrityError as error:
+        session.rollback()
+        raise ConflictError("A user with this email already exists", code="email_taken") from error

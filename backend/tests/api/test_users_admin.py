@@ -1,0 +1,228 @@
+import threading
+import uuid
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from app.core.db import engine
+from app.models.audit import AuditEntry
+from app.models.auth import LoginSession
+from app.models.user import User
+from tests.factories import PASSWORD, auth_headers, create_user
+
+USERS = "/api/v1/users"
+
+
+class TestListUsers:
+    def test_anonymous_401_and_regular_user_403(
+        self, client: TestClient, user_headers: dict[str, str]
+    ) -> None:
+        assert client.get(USERS).status_code == 401
+        response = client.get(USERS, headers=user_headers)
+        assert response.status_code == 403
+        assert response.json()["code"] == "superuser_required"
+
+    def test_filters_sorts_and_pages(
+        self, client: TestClient, db: Session, superuser_headers: dict[str, str]
+    ) -> None:
+        tag = uuid.uuid4().hex[:8]
+        for name in ("Charlie", "alice", "Bob"):
+            create_user(db, email=f"{name.lower()}-{tag}@example.com", full_name=f"{name} {tag}")
+        create_user(db, email=f"dora-{tag}@example.com", is_active=False)
+        response = client.get(
+            USERS,
+            headers=superuser_headers,
+            params={"q": tag.upper(), "is_active": True, "sort": "full_name", "limit": 2},
+        )
+        assert response.status_code == 200
+        body = response.json()
+        assert body["count"] == 3
+        assert [u["full_name"] for u in body["data"]] == [f"alice {tag}", f"Bob {tag}"]
+        second = client.get(
+            USERS,
+            headers=superuser_headers,
+            params={"q": tag, "is_active": True, "sort": "full_name", "skip": 2},
+        ).json()
+        assert [u["full_name"] for u in second["data"]] == [f"Charlie {tag}"]
+
+    def test_like_wildcards_in_q_are_literal(
+        self, client: TestClient, superuser_headers: dict[str, str]
+    ) -> None:
+        response = client.get(USERS, headers=superuser_headers, params={"q": "%"})
+        assert response.json()["count"] == 0
+
+    @pytest.mark.parametrize(
+        "params",
+        [{"limit": 0}, {"limit": 101}, {"skip": -1}, {"sort": "hashed_password"}, {"sort": "-id"}],
+    )
+    def test_bad_paging_is_422(
+        self, client: TestClient, superuser_headers: dict[str, str], params: dict[str, str | int]
+    ) -> None:
+        response = client.get(USERS, headers=superuser_headers, params=params)
+        assert response.status_code == 422
+        assert response.json()["code"] == "validation_error"
+
+
+class TestCreateUser:
+    def test_superuser_creates_a_superuser(
+        self, client: TestClient, db: Session, superuser: User, superuser_headers: dict[str, str]
+    ) -> None:
+        response = client.post(
+            USERS,
+            headers=superuser_headers,
+            json={"email": "ops@example.com", "password": PASSWORD, "is_superuser": True},
+        )
+        assert response.status_code == 201
+        created = db.exec(select(User).where(User.email == "ops@example.com")).one()
+        assert created.is_superuser
+        entry = db.exec(select(AuditEntry).where(AuditEntry.action == "user.created")).one()
+        assert (entry.actor_id, entry.target_id) == (superuser.id, str(created.id))
+        assert entry.request_id == response.headers["X-Request-ID"]
+        assert PASSWORD not in str(entry.details)
+
+    def test_regular_user_cannot(
+        self, client: TestClient, db: Session, user_headers: dict[str, str]
+    ) -> None:
+        response = client.post(
+            USERS, headers=user_headers, json={"email": "x@example.com", "password": PASSWORD}
+        )
+        assert response.status_code == 403
+        assert db.exec(select(User).where(User.email == "x@example.com")).first() is None
+
+    def test_duplicate_is_409(
+        self, client: TestClient, user: User, superuser_headers: dict[str, str]
+    ) -> None:
+        response = client.post(
+            USERS, headers=superuser_headers, json={"email": user.email, "password": PASSWORD}
+        )
+        assert response.status_code == 409
+
+
+class TestReadUser:
+    def test_superuser_reads_anyone_and_unknown_is_404(
+        self, client: TestClient, user: User, superuser_headers: dict[str, str]
+    ) -> None:
+        assert client.get(f"{USERS}/{user.id}", headers=superuser_headers).json()["id"] == str(
+            user.id
+        )
+        missing = client.get(f"{USERS}/{uuid.uuid4()}", headers=superuser_headers)
+        assert missing.status_code == 404
+        assert missing.json()["code"] == "not_found"
+
+    def test_regular_user_gets_403_even_for_themselves(
+        self, client: TestClient, user: User, user_headers: dict[str, str]
+    ) -> None:
+        assert client.get(f"{USERS}/{user.id}", headers=user_headers).status_code == 403
+
+
+class TestUpdateUser:
+    def test_deactivation_revokes_every_session(
+        self, client: TestClient, db: Session, user: User, superuser_headers: dict[str, str]
+    ) -> None:
+        headers = auth_headers(db, user=user)
+        response = client.patch(
+            f"{USERS}/{user.id}", headers=superuser_headers, json={"is_active": False}
+        )
+        assert response.status_code == 200
+        assert response.json()["is_active"] is False
+        assert client.get("/api/v1/users/me", headers=headers).status_code == 401
+        db.expire_all()
+        sessions = db.exec(select(LoginSession).where(LoginSession.user_id == user.id)).all()
+        assert sessions
+        assert all(s.revoked_at is not None for s in sessions)
+        assert db.exec(select(AuditEntry).where(AuditEntry.action == "user.deactivated")).one()
+
+    def test_new_password_works_and_old_sessions_end(
+        self, client: TestClient, db: Session, user: User, superuser_headers: dict[str, str]
+    ) -> None:
+        headers = auth_headers(db, user=user)
+        response = client.patch(
+            f"{USERS}/{user.id}",
+            headers=superuser_headers,
+            json={"password": "a brand new passphrase"},
+        )
+        assert response.status_code == 200
+        assert client.get("/api/v1/users/me", headers=headers).status_code == 401
+        login = client.post(
+            "/api/v1/login/access-token",
+            data={"username": user.email, "password": "a brand new passphrase"},
+        )
+        assert login.status_code == 200
+
+    def test_superuser_cannot_demote_or_deactivate_themselves(
+        self, client: TestClient, db: Session, superuser: User, superuser_headers: dict[str, str]
+    ) -> None:
+        for change in ({"is_superuser": False}, {"is_active": False}):
+            response = client.patch(
+                f"{USERS}/{superuser.id}", headers=superuser_headers, json=change
+            )
+            assert response.status_code == 403
+            assert response.json()["code"] == "cannot_modify_self"
+        db.refresh(superuser)
+        assert superuser.is_superuser
+        assert superuser.is_active
+
+    def test_unknown_fields_are_422(
+        self, client: TestClient, user: User, superuser_headers: dict[str, str]
+    ) -> None:
+        response = client.patch(
+            f"{USERS}/{user.id}", headers=superuser_headers, json={"hashed_password": "x"}
+        )
+        assert response.status_code == 422
+
+
+@pytest.mark.skipif(engine.dialect.name != "postgresql", reason="needs concurrent writers")
+def test_two_superusers_demoting_each_other_at_once_leave_one(app: FastAPI) -> None:
+    """Each may demote the other, but not both: one request wins, the other is refused
+    (409 when it got past authentication before the first committed, else 401)."""
+    app.dependency_overrides.clear()  # real pooled sessions, committed for real
+    with Session(engine) as setup:
+        existing = setup.exec(select(func.count()).where(User.is_superuser, User.is_active)).one()
+    for _ in range(5):
+        with Session(engine) as setup:
+            first, second = (
+                create_user(setup, is_superuser=True),
+                create_user(setup, is_superuser=True),
+            )
+            pairs = [
+                (auth_headers(setup, user=first), second),
+                (auth_headers(setup, user=second), first),
+            ]
+        try:
+            statuses = _concurrently(app, pairs)
+            with Session(engine) as check:
+                remaining = check.exec(
+                    select(User).where(User.id.in_([first.id, second.id]), User.is_superuser)  # type: ignore[attr-defined]
+                ).all()
+            if existing == 0:
+                assert len(remaining) == 1, statuses
+            assert sorted(statuses)[0] == 200
+            assert sorted(statuses)[1] in {401, 409}
+        finally:
+            with Session(engine) as cleanup:
+                for account in (first, second):
+                    cleanup.delete(cleanup.get(User, account.id))
+                cleanup.commit()
+
+
+def _concurrently(app: FastAPI, pairs: list[tuple[dict[str, str], User]]) -> list[int]:
+    barrier = threading.Barrier(len(pairs))
+    statuses: list[int] = []
+    with TestClient(app) as client:
+
+        def demote(headers: dict[str, str], target: User) -> None:
+            barrier.wait()
+            response = client.patch(
+                f"{USERS}/{target.id}", headers=headers, json={"is_superuser": False}
+            )
+            statuses.append(response.status_code)
+
+        threads = [threading.Thread(target=demote, args=pair) for pair in pairs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    return statuses
