@@ -5,7 +5,8 @@ SQLite (a temporary file) by default; PostgreSQL when TEST_DATABASE_URL is set.
 
 import os
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 
 _data_dir = tempfile.mkdtemp(prefix="agentry-tests-")
 os.environ["ENVIRONMENT"] = "test"
@@ -16,6 +17,7 @@ os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or (
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 import pytest  # noqa: E402
+import redis  # noqa: E402
 from alembic import command  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
@@ -23,7 +25,9 @@ from sqlalchemy import Connection  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
 from app.core import migrations  # noqa: E402
+from app.core.config import Settings, settings  # noqa: E402
 from app.core.db import engine, get_session  # noqa: E402
+from app.core.throttle import connect_redis  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.models.user import User  # noqa: E402
 from tests.factories import auth_headers, create_user  # noqa: E402
@@ -61,9 +65,12 @@ def db(connection: Connection) -> Iterator[Session]:
         yield session
 
 
+AppFactory = Callable[..., FastAPI]
+
+
 @pytest.fixture
-def app(connection: Connection) -> FastAPI:
-    application = create_app()
+def make_app(connection: Connection) -> AppFactory:
+    """Apps whose sessions live inside the test's transaction; settings may differ."""
 
     def session_in_test_transaction() -> Iterator[Session]:
         with Session(
@@ -71,14 +78,46 @@ def app(connection: Connection) -> FastAPI:
         ) as session:
             yield session
 
-    application.dependency_overrides[get_session] = session_in_test_transaction
-    return application
+    def make(config: Settings = settings) -> FastAPI:
+        application = create_app(config)
+        application.dependency_overrides[get_session] = session_in_test_transaction
+        return application
+
+    return make
+
+
+@pytest.fixture
+def app(make_app: AppFactory) -> FastAPI:
+    return make_app()
 
 
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app) as test_client:
         yield test_client
+
+
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    client = connect_redis(TEST_REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        message = f"Redis at TEST_REDIS_URL is unreachable ({type(exc).__name__})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    return f"agentry-test:{uuid.uuid4().hex}:"
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,26 +47,6 @@ class FakeClock:
 class Backend:
     store: CounterStore
     advance: Callable[[float], None]  # let time pass: a fake clock, or a real wait
-
-
-@pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    client = connect_redis(TEST_REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        client.close()
-        message = f"Redis at TEST_REDIS_URL is unreachable ({type(exc).__name__})"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def key_prefix() -> str:
-    return f"agentry-test:{uuid.uuid4().hex}:"
 
 
 @pytest.fixture
