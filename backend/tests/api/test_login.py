@@ -278,7 +278,7 @@ def test_concurrent_refreshes_with_one_token_let_exactly_one_through(
     app: FastAPI, connection: Connection
 ) -> None:
     """Two threads, two real connections, one refresh token: one rotation wins."""
-    with Session(engine) as setup:
+    with Session(engine, expire_on_commit=False) as setup:
         user = create_user(setup)
     try:
         app.dependency_overrides.clear()  # real sessions from the pool, committed for real

@@ -5,6 +5,7 @@ from fastapi.testclient import TestClient
 
 from app.core.config import Settings
 from app.main import create_app
+from app.models.user import User
 
 
 def test_one_line_per_request_without_secrets(
@@ -60,3 +61,16 @@ class TestCors:
             )
         assert response.headers["access-control-allow-origin"] == "*"
         assert "access-control-allow-credentials" not in response.headers
+
+
+def test_the_line_names_the_user_when_known(
+    client: TestClient,
+    caplog: pytest.LogCaptureFixture,
+    user: User,
+    user_headers: dict[str, str],
+) -> None:
+    with caplog.at_level(logging.INFO, logger="agentry.request"):
+        assert client.get("/api/v1/users/me", headers=user_headers).status_code == 200
+    [record] = [r for r in caplog.records if r.name == "agentry.request"]
+    assert record.__dict__["user_id"] == str(user.id)
+    assert record.__dict__["route"] == "/api/v1/users/me"

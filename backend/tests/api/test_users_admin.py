@@ -135,6 +135,20 @@ class TestUpdateUser:
         assert all(s.revoked_at is not None for s in sessions)
         assert db.exec(select(AuditEntry).where(AuditEntry.action == "user.deactivated")).one()
 
+    def test_demotion_revokes_every_session(
+        self, client: TestClient, db: Session, superuser_headers: dict[str, str]
+    ) -> None:
+        other_admin = create_user(db, is_superuser=True)
+        headers = auth_headers(db, user=other_admin)
+        response = client.patch(
+            f"{USERS}/{other_admin.id}", headers=superuser_headers, json={"is_superuser": False}
+        )
+        assert response.status_code == 200
+        assert response.json()["is_superuser"] is False
+        assert client.get("/api/v1/users/me", headers=headers).status_code == 401
+        db.refresh(other_admin)
+        assert other_admin.is_superuser is False
+
     def test_new_password_works_and_old_sessions_end(
         self, client: TestClient, db: Session, user: User, superuser_headers: dict[str, str]
     ) -> None:
@@ -179,10 +193,10 @@ def test_two_superusers_demoting_each_other_at_once_leave_one(app: FastAPI) -> N
     """Each may demote the other, but not both: one request wins, the other is refused
     (409 when it got past authentication before the first committed, else 401)."""
     app.dependency_overrides.clear()  # real pooled sessions, committed for real
-    with Session(engine) as setup:
+    with Session(engine, expire_on_commit=False) as setup:
         existing = setup.exec(select(func.count()).where(User.is_superuser, User.is_active)).one()
     for _ in range(5):
-        with Session(engine) as setup:
+        with Session(engine, expire_on_commit=False) as setup:
             first, second = (
                 create_user(setup, is_superuser=True),
                 create_user(setup, is_superuser=True),

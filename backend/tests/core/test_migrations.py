@@ -1,5 +1,8 @@
 """Models and migrations agree, and every migration can be undone, on each engine."""
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,3 +66,41 @@ def test_upgrade_matches_models_and_round_trips(empty_engine: Engine) -> None:
 
     run(empty_engine, "upgrade", "head")
     assert differences(empty_engine) == []
+
+
+def test_migrate_command_prints_sql_and_moves_both_ways(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/cli.db",
+    }
+
+    def agentry(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    offline = agentry("migrate", "--sql")
+    assert offline.returncode == 0, offline.stderr
+    assert "CREATE TABLE user" in offline.stdout or 'CREATE TABLE "user"' in offline.stdout
+    assert not (tmp_path / "cli.db").exists() or not _tables(tmp_path / "cli.db")
+
+    assert agentry("migrate").returncode == 0
+    assert "user" in _tables(tmp_path / "cli.db")
+    assert agentry("migrate", "--to", "base").returncode == 0
+    assert _tables(tmp_path / "cli.db") <= {"alembic_version"}
+    assert agentry("migrate", "--to", "head").returncode == 0
+    assert "user" in _tables(tmp_path / "cli.db")
+
+
+def _tables(path: Path) -> set[str]:
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
