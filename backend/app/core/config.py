@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 GENERATE_KEY_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
@@ -31,6 +31,14 @@ def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+class ProviderSettings(BaseModel):
+    """Where one LLM provider's OpenAI-compatible API lives. Only settings name URLs that
+    the server calls; no request ever does."""
+
+    base_url: str = Field(pattern=r"^https?://", max_length=500)
+    api_key: SecretStr | None = None
 
 
 class Settings(BaseSettings):
@@ -83,6 +91,9 @@ class Settings(BaseSettings):
     SMTP_TIMEOUT: float = Field(default=10.0, gt=0, le=120)
     EMAILS_FROM_EMAIL: str = "agentry@localhost"
     EMAILS_FROM_NAME: str = "Agentry"
+
+    # LLM providers by catalog slug: LLM_PROVIDERS__OPENAI__BASE_URL, ..._API_KEY.
+    LLM_PROVIDERS: dict[str, ProviderSettings] = {}
 
     # State shared between processes (throttling counters); in-memory when unset.
     REDIS_URL: str | None = None

@@ -2,11 +2,13 @@
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, TypeDecorator, event
+from sqlalchemy import DateTime, Engine, Numeric, String, TypeDecorator, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.types import TypeEngine
 from sqlmodel import Session, create_engine
 
 from app.core.config import Settings, settings
@@ -39,6 +41,38 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """A decimal stored exactly on every engine: NUMERIC on PostgreSQL, text on SQLite
+    (whose NUMERIC goes through floating point). Values with more places are refused."""
+
+    impl = Numeric
+    cache_ok = True
+
+    def __init__(self, precision: int, scale: int) -> None:
+        super().__init__(precision=precision, scale=scale, asdecimal=True)
+        self.scale = scale
+        self.quantum = Decimal(1).scaleb(-scale)
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(50))
+        return dialect.type_descriptor(Numeric(self.impl_instance.precision, self.scale))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        exact = Decimal(value)
+        if exact != exact.quantize(self.quantum):
+            raise ValueError(f"{value} has more than {self.scale} decimal places")
+        quantized = exact.quantize(self.quantum)
+        return str(quantized) if dialect.name == "sqlite" else quantized
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return Decimal(value).quantize(self.quantum)
 
 
 def create_db_engine(config: Settings, **overrides: Any) -> Engine:

@@ -5,14 +5,27 @@ from sqlmodel import SQLModel
 # Deterministic constraint names, so migrations can find what they alter on every engine.
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
 
+from app.models.agent import Agent  # noqa: E402
 from app.models.audit import AuditEntry  # noqa: E402
 from app.models.auth import LoginSession, PasswordResetToken, RefreshToken  # noqa: E402
+from app.models.thread import Message, Thread  # noqa: E402
 from app.models.user import User  # noqa: E402
+from app.modules.ai_models.models import AIModel  # noqa: E402
 
-__all__ = ["AuditEntry", "LoginSession", "PasswordResetToken", "RefreshToken", "User"]
+__all__ = [
+    "AIModel",
+    "Agent",
+    "AuditEntry",
+    "LoginSession",
+    "Message",
+    "PasswordResetToken",
+    "RefreshToken",
+    "Thread",
+    "User",
+]

@@ -1,0 +1,27 @@
+import uuid
+from datetime import datetime
+
+from sqlmodel import Field, SQLModel
+
+from app.core.db import UTCDateTime, utcnow
+
+
+class AgentBase(SQLModel):
+    name: str = Field(min_length=1, max_length=100)
+    description: str = Field(default="", max_length=1_000)
+    model_id: uuid.UUID | None = None
+    instructions: str = Field(default="", max_length=20_000, description="The system prompt.")
+    temperature: float = Field(default=1.0, ge=0, le=2)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=10_000_000)
+    is_active: bool = True
+
+
+class Agent(AgentBase, table=True):
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    owner_id: uuid.UUID = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    # RESTRICT: a model in use cannot be deleted; disabling it is how one retires it.
+    model_id: uuid.UUID | None = Field(
+        default=None, foreign_key="ai_model.id", index=True, ondelete="RESTRICT"
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

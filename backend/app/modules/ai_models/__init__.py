@@ -1,0 +1,1 @@
+"""The model catalog: which models exist, who serves them and what they cost."""
