@@ -11,8 +11,10 @@ from sqlmodel import Session
 from app.core import migrations
 from app.core.config import settings
 from app.core.db import engine
+from app.core.errors import AppError
 from app.core.logger import configure_logging
 from app.main import create_app
+from app.modules.ai_models.service import AIModelService
 from app.services.bootstrap_service import BootstrapService
 
 
@@ -52,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     openapi = commands.add_parser("openapi", help="write the OpenAPI schema")
     openapi.add_argument("file", nargs="?", type=Path, help="where to write (default: stdout)")
     openapi.set_defaults(handler=_openapi)
+
+    catalog = commands.add_parser("models", help="manage the model catalog")
+    catalog_commands = catalog.add_subparsers(title="models commands")
+    catalog_import = catalog_commands.add_parser(
+        "import", help="add or update models from a JSON price list"
+    )
+    catalog_import.add_argument("file", type=Path, help="the price list (JSON)")
+    catalog_import.set_defaults(handler=_import_models)
     return parser
 
 
@@ -88,6 +98,8 @@ def _bootstrap() -> None:
 
 
 def _create_superuser(_args: argparse.Namespace) -> int:
+    if _refuse_unsafe_settings():
+        return 2
     if settings.first_superuser_email is None:
         print("agentry: set FIRST_SUPERUSER_EMAIL first", file=sys.stderr)
         return 2
@@ -108,6 +120,28 @@ def _openapi(args: argparse.Namespace) -> int:
     else:
         args.file.write_text(schema)
         print(f"wrote {args.file}", file=sys.stderr)
+    return 0
+
+
+def _import_models(args: argparse.Namespace) -> int:
+    if _refuse_unsafe_settings():
+        return 2
+    try:
+        raw = args.file.read_bytes()
+    except OSError as error:
+        print(f"agentry: cannot read {args.file}: {error.strerror}", file=sys.stderr)
+        return 2
+    try:
+        catalog = AIModelService.parse_catalog(raw)
+        migrations.upgrade("head")
+        with Session(engine) as session:
+            created, updated = AIModelService.import_catalog(
+                session=session, entries=catalog.models
+            )
+    except AppError as error:
+        print(f"agentry: {args.file}: {error.detail}", file=sys.stderr)
+        return 2
+    print(f"{created} created, {updated} updated")
     return 0
 
 

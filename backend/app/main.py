@@ -21,6 +21,7 @@ def create_app(config: Settings = settings) -> FastAPI:
     problems = config.problems()
     if problems:
         raise ConfigurationError(problems)
+    _ = config.secret_key  # generated and kept in DATA_DIR now, not at the first login
     configure_logging(config)
     docs = config.docs_exposed
     app = FastAPI(

@@ -1,14 +1,18 @@
 """Rows for tests, made the way the app makes them. Keyword-only; objects, not ids."""
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 from sqlmodel import Session
 
 from app.core.db import utcnow
 from app.core.security import create_access_token, hash_password
+from app.models.agent import Agent
 from app.models.auth import LoginSession
+from app.models.thread import Message, MessageRole, Thread
 from app.models.user import User
+from app.modules.ai_models.models import AIModel
 
 PASSWORD = "a long and unusual passphrase"
 
@@ -46,3 +50,85 @@ def auth_headers(session: Session, *, user: User) -> dict[str, str]:
     login_session = create_login_session(session, user=user)
     token, _ = create_access_token(user_id=user.id, session_id=login_session.id)
     return {"Authorization": f"Bearer {token}"}
+
+
+def create_agent(
+    session: Session,
+    *,
+    owner: User,
+    name: str = "Helper",
+    description: str = "",
+    model: AIModel | None = None,
+    instructions: str = "Be brief.",
+) -> Agent:
+    agent = Agent(
+        owner_id=owner.id,
+        name=name,
+        description=description,
+        model_id=model.id if model else None,
+        instructions=instructions,
+    )
+    session.add(agent)
+    session.commit()
+    return agent
+
+
+def create_thread(
+    session: Session, *, owner: User, agent: Agent, title: str | None = None
+) -> Thread:
+    now = utcnow()
+    thread = Thread(
+        owner_id=owner.id,
+        agent_id=agent.id,
+        title=title,
+        created_at=now,
+        updated_at=now,
+        last_message_at=now,
+    )
+    session.add(thread)
+    session.commit()
+    return thread
+
+
+def create_message(
+    session: Session,
+    *,
+    thread: Thread,
+    content: str = "Hello",
+    role: MessageRole = MessageRole.USER,
+    created_at: datetime | None = None,
+) -> Message:
+    message = Message(
+        thread_id=thread.id, role=role, content=content, created_at=created_at or utcnow()
+    )
+    session.add(message)
+    session.commit()
+    return message
+
+
+def create_ai_model(
+    session: Session,
+    *,
+    provider: str = "openai",
+    name: str | None = None,
+    display_name: str | None = None,
+    context_window: int = 128_000,
+    max_output_tokens: int = 16_384,
+    input_price_per_million: Decimal = Decimal("2.500000"),
+    output_price_per_million: Decimal = Decimal("10.000000"),
+    is_enabled: bool = True,
+) -> AIModel:
+    name = name or f"model-{uuid.uuid4().hex[:10]}"
+    model = AIModel(
+        provider=provider,
+        name=name,
+        display_name=display_name or name,
+        context_window=context_window,
+        max_output_tokens=max_output_tokens,
+        input_price_per_million=input_price_per_million,
+        output_price_per_million=output_price_per_million,
+        is_enabled=is_enabled,
+    )
+    session.add(model)
+    session.commit()
+    return model

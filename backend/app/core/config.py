@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 GENERATE_KEY_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", "your-secret-key"})
 SECRET_KEY_MIN_BYTES = 32
+MIN_PASSWORD_LENGTH = 8
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name, not a secret)
 
 
@@ -58,7 +59,7 @@ class Settings(BaseSettings):
     LOG_FORMAT: LogFormat | None = None
     EXPOSE_DOCS: bool | None = None
 
-    # Database pool and timeouts (PostgreSQL); SQLite uses the busy timeout only.
+    # Database pool (both engines) and timeouts.
     DB_POOL_SIZE: int = Field(default=10, ge=1, le=500)
     DB_MAX_OVERFLOW: int = Field(default=10, ge=0, le=500)
     DB_POOL_TIMEOUT: float = Field(default=5.0, gt=0, le=60)
@@ -184,6 +185,10 @@ class Settings(BaseSettings):
             problems.append("FIRST_SUPERUSER_EMAIL is required in production")
         if self.FIRST_SUPERUSER_PASSWORD is None:
             problems.append("FIRST_SUPERUSER_PASSWORD is required in production")
+        elif len(self.FIRST_SUPERUSER_PASSWORD.get_secret_value()) < MIN_PASSWORD_LENGTH:
+            problems.append(
+                f"FIRST_SUPERUSER_PASSWORD must be at least {MIN_PASSWORD_LENGTH} characters"
+            )
         if "*" in self.BACKEND_CORS_ORIGINS:
             problems.append("BACKEND_CORS_ORIGINS must list origins, not '*'")
         return problems

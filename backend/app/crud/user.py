@@ -7,6 +7,7 @@ from typing import Literal
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
+from app.crud.text import contains_pattern
 from app.models.auth import LoginSession
 from app.models.user import User
 
@@ -57,7 +58,7 @@ def list_users(
 ) -> tuple[list[User], int]:
     statement = select(User)
     if q:
-        pattern = f"%{_escape_like(q.lower())}%"
+        pattern = contains_pattern(q)
         statement = statement.where(
             or_(
                 col(User.email).like(pattern, escape="\\"),
@@ -87,7 +88,3 @@ def lock_active_superusers(*, session: Session) -> None:
     """Serialises changes that could leave no active superuser (PostgreSQL row locks;
     SQLite takes its single write lock at the first write of the transaction)."""
     session.exec(select(User.id).where(User.is_superuser, User.is_active).with_for_update()).all()
-
-
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -4,6 +4,7 @@ from datetime import datetime
 from sqlmodel import Field, SQLModel
 
 from app.core.db import UTCDateTime, utcnow
+from app.models.types import Input
 
 
 class AgentBase(SQLModel):
@@ -25,3 +26,29 @@ class Agent(AgentBase, table=True):
     )
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class AgentCreate(AgentBase, Input):
+    pass
+
+
+class AgentUpdate(Input):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    description: str | None = Field(default=None, max_length=1_000)
+    model_id: uuid.UUID | None = None
+    instructions: str | None = Field(default=None, max_length=20_000)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=10_000_000)
+    is_active: bool | None = None
+
+
+class AgentPublic(AgentBase):
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
+
+
+class AgentsPublic(SQLModel):
+    data: list[AgentPublic]
+    count: int

@@ -6,6 +6,7 @@ from sqlalchemy import Index, String, Text
 from sqlmodel import Field, SQLModel
 
 from app.core.db import UTCDateTime, utcnow
+from app.models.types import Input
 
 
 class Thread(SQLModel, table=True):
@@ -35,3 +36,48 @@ class Message(SQLModel, table=True):
     role: MessageRole = Field(sa_type=String(16))
     content: str = Field(sa_type=Text)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ThreadCreate(Input):
+    agent_id: uuid.UUID
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class ThreadUpdate(Input):
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    is_archived: bool | None = None
+
+
+class ThreadPublic(SQLModel):
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    title: str | None
+    is_archived: bool
+    created_at: datetime
+    updated_at: datetime
+    last_message_at: datetime
+
+
+class ThreadsPublic(SQLModel):
+    data: list[ThreadPublic]
+    count: int
+
+
+MESSAGE_MAX_LENGTH = 32_000
+
+
+class MessageCreate(Input):
+    content: str = Field(min_length=1, max_length=MESSAGE_MAX_LENGTH)
+
+
+class MessagePublic(SQLModel):
+    id: uuid.UUID
+    thread_id: uuid.UUID
+    role: MessageRole
+    content: str
+    created_at: datetime
+
+
+class MessagesPublic(SQLModel):
+    data: list[MessagePublic]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")

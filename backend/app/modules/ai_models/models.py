@@ -1,11 +1,14 @@
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
+from typing import Annotated, Any, Self
 
+from pydantic import WithJsonSchema, field_validator, model_validator
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.core.db import ExactDecimal, UTCDateTime, utcnow
+from app.models.types import Input
 
 PRICE_PLACES = 6
 PROVIDER_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,49}$"
@@ -35,3 +38,124 @@ class AIModel(AIModelBase, table=True):
     output_price_per_million: Decimal = Field(sa_type=ExactDecimal(18, PRICE_PLACES))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+# ==================== schemas ====================
+
+PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_PLACES)
+
+
+def _exact_price(value: Decimal) -> Decimal:
+    """Every price at exactly PRICE_PLACES places, as the database hands it back, so a
+    response reads the same before and after a round trip, on every engine."""
+    quantized = value.quantize(PRICE_QUANTUM)
+    # "-0" passes ge=0, and SQLite (which stores text) would hand back "-0.000000".
+    return quantized.copy_abs() if quantized.is_zero() else quantized
+
+
+def check_output_fits(*, context_window: int, max_output_tokens: int) -> None:
+    if max_output_tokens > context_window:
+        raise ValueError(
+            f"max_output_tokens ({max_output_tokens}) cannot exceed "
+            f"context_window ({context_window})"
+        )
+
+
+class AIModelCreate(AIModelBase, Input):
+    """A superuser adds a model to the catalog."""
+
+    # SQLModel drops the base's `regex=` (a pydantic v1 name), so the slug rule is restated.
+    provider: str = Field(min_length=1, max_length=50, schema_extra={"pattern": PROVIDER_PATTERN})
+
+    @field_validator("input_price_per_million", "output_price_per_million")
+    @classmethod
+    def _exact(cls, value: Decimal) -> Decimal:
+        return _exact_price(value)
+
+    @model_validator(mode="after")
+    def _output_fits(self) -> Self:
+        check_output_fits(
+            context_window=self.context_window, max_output_tokens=self.max_output_tokens
+        )
+        return self
+
+
+class AIModelUpdate(Input):
+    """A superuser changes a model; absent fields stay as they are, null is refused."""
+
+    provider: str | None = Field(
+        default=None, min_length=1, max_length=50, schema_extra={"pattern": PROVIDER_PATTERN}
+    )
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    display_name: str | None = Field(default=None, min_length=1, max_length=200)
+    context_window: int | None = Field(default=None, ge=1, le=100_000_000)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=10_000_000)
+    input_price_per_million: Decimal | None = Field(
+        default=None, ge=0, max_digits=18, decimal_places=PRICE_PLACES
+    )
+    output_price_per_million: Decimal | None = Field(
+        default=None, ge=0, max_digits=18, decimal_places=PRICE_PLACES
+    )
+    is_enabled: bool | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Every column is NOT NULL: null would otherwise surface as a database error.
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
+
+    @field_validator("input_price_per_million", "output_price_per_million")
+    @classmethod
+    def _exact(cls, value: Decimal) -> Decimal:
+        return _exact_price(value)
+
+    @model_validator(mode="after")
+    def _output_fits(self) -> Self:
+        # When only one of the two is sent, the service checks it against the row.
+        if self.context_window is not None and self.max_output_tokens is not None:
+            check_output_fits(
+                context_window=self.context_window, max_output_tokens=self.max_output_tokens
+            )
+        return self
+
+
+# Prices leave as strings with exactly PRICE_PLACES places ("2.500000"), never as floats;
+# the schema says so, so that generated clients do not type them as numbers.
+PublicPrice = Annotated[
+    Decimal,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\d+\.\d{6}$",
+            "examples": ["2.500000"],
+            "description": "USD per million tokens, as an exact decimal string.",
+        }
+    ),
+]
+
+
+class AIModelPublic(AIModelBase):
+    input_price_per_million: PublicPrice
+    output_price_per_million: PublicPrice
+    id: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
+    is_configured: bool = Field(
+        description="Whether this server has settings (LLM_PROVIDERS) for the provider."
+    )
+
+
+class AIModelsPublic(SQLModel):
+    data: list[AIModelPublic]
+    count: int
+
+
+class CatalogFile(Input):
+    """A price list for `agentry models import`. Entries are validated one by one by the
+    import, so that an error can name the entry."""
+
+    prices_read_on: date
+    source: str = Field(min_length=1, max_length=1_000)
+    models: list[dict[str, Any]] = Field(max_length=10_000)

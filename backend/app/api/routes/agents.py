@@ -1,0 +1,100 @@
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from app.api.deps import CurrentUser, LimitParam, SessionDep, SkipParam
+from app.api.errors import error_responses
+from app.crud.agent import AgentSort
+from app.models.agent import Agent, AgentCreate, AgentPublic, AgentsPublic, AgentUpdate
+from app.services.agent_service import AgentService
+
+router = APIRouter(prefix="/agents", tags=["agents"])
+
+# ==================== CRUD ====================
+
+
+@router.get(
+    "",
+    response_model=AgentsPublic,
+    operation_id="list_agents",
+    summary="List agents",
+    responses=error_responses(401),
+)
+def list_agents(
+    session: SessionDep,
+    current_user: CurrentUser,
+    skip: SkipParam = 0,
+    limit: LimitParam = 50,
+    q: Annotated[
+        str | None, Query(max_length=100, description="Part of a name or description.")
+    ] = None,
+    owner_id: Annotated[uuid.UUID | None, Query(description="Superusers only.")] = None,
+    sort: Annotated[AgentSort, Query(description="A field; '-' first for descending.")] = (
+        "-created_at"
+    ),
+) -> AgentsPublic:
+    """My agents (a superuser's: everyone's), filtered, sorted and paged."""
+    agents, count = AgentService.list_agents(
+        session=session,
+        user=current_user,
+        q=q,
+        owner_id=owner_id,
+        sort=sort,
+        skip=skip,
+        limit=limit,
+    )
+    return AgentsPublic.model_validate({"data": agents, "count": count})
+
+
+@router.post(
+    "",
+    response_model=AgentPublic,
+    status_code=status.HTTP_201_CREATED,
+    operation_id="create_agent",
+    summary="Create an agent",
+    responses=error_responses(401),
+)
+def create_agent(session: SessionDep, current_user: CurrentUser, agent_in: AgentCreate) -> Agent:
+    """Create an agent on an enabled model of the catalog."""
+    return AgentService.create(session=session, user=current_user, agent_in=agent_in)
+
+
+@router.get(
+    "/{agent_id}",
+    response_model=AgentPublic,
+    operation_id="read_agent",
+    summary="Read an agent",
+    responses=error_responses(401, 404),
+)
+def read_agent(session: SessionDep, current_user: CurrentUser, agent_id: uuid.UUID) -> Agent:
+    """One agent of mine (a superuser: anyone's)."""
+    return AgentService.get(session=session, user=current_user, agent_id=agent_id)
+
+
+@router.patch(
+    "/{agent_id}",
+    response_model=AgentPublic,
+    operation_id="update_agent",
+    summary="Update an agent",
+    responses=error_responses(401, 404),
+)
+def update_agent(
+    session: SessionDep, current_user: CurrentUser, agent_id: uuid.UUID, agent_in: AgentUpdate
+) -> Agent:
+    """Change an agent's name, model, instructions or settings."""
+    return AgentService.update(
+        session=session, user=current_user, agent_id=agent_id, agent_in=agent_in
+    )
+
+
+@router.delete(
+    "/{agent_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="delete_agent",
+    summary="Delete an agent",
+    responses=error_responses(401, 404),
+)
+def delete_agent(session: SessionDep, current_user: CurrentUser, agent_id: uuid.UUID) -> None:
+    """Delete an agent with its threads and their messages."""
+    AgentService.delete(session=session, user=current_user, agent_id=agent_id)

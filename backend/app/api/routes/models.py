@@ -1,0 +1,104 @@
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from app.api.deps import CurrentUser, RequestContextDep, SessionDep, SuperuserDep
+from app.api.errors import error_responses
+from app.modules.ai_models.models import (
+    AIModelCreate,
+    AIModelPublic,
+    AIModelsPublic,
+    AIModelUpdate,
+)
+from app.modules.ai_models.service import AIModelService
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+# ==================== everyone signed in ====================
+
+
+@router.get(
+    "",
+    response_model=AIModelsPublic,
+    operation_id="list_models",
+    summary="List models",
+    responses=error_responses(401, 403),
+)
+def list_models(
+    session: SessionDep,
+    current_user: CurrentUser,
+    include_disabled: Annotated[
+        bool, Query(description="Also list disabled models; superusers only.")
+    ] = False,
+) -> AIModelsPublic:
+    """The models agents can use, by provider and name, with their prices per million tokens."""
+    return AIModelService.list_models(
+        session=session, user=current_user, include_disabled=include_disabled
+    )
+
+
+@router.get(
+    "/{model_id}",
+    response_model=AIModelPublic,
+    operation_id="read_model",
+    summary="Read a model",
+    responses=error_responses(401, 404),
+)
+def read_model(
+    session: SessionDep, current_user: CurrentUser, model_id: uuid.UUID
+) -> AIModelPublic:
+    """One model; a disabled one only for superusers."""
+    return AIModelService.get(session=session, user=current_user, model_id=model_id)
+
+
+# ==================== superusers ====================
+
+
+@router.post(
+    "",
+    response_model=AIModelPublic,
+    status_code=status.HTTP_201_CREATED,
+    operation_id="create_model",
+    summary="Add a model",
+    responses=error_responses(401, 403, 409),
+)
+def create_model(
+    session: SessionDep, actor: SuperuserDep, context: RequestContextDep, model_in: AIModelCreate
+) -> AIModelPublic:
+    """Add a model to the catalog; a provider's model names are unique."""
+    return AIModelService.create(session=session, actor=actor, model_in=model_in, context=context)
+
+
+@router.patch(
+    "/{model_id}",
+    response_model=AIModelPublic,
+    operation_id="update_model",
+    summary="Update a model",
+    responses=error_responses(401, 403, 404, 409),
+)
+def update_model(
+    session: SessionDep,
+    actor: SuperuserDep,
+    context: RequestContextDep,
+    model_id: uuid.UUID,
+    model_in: AIModelUpdate,
+) -> AIModelPublic:
+    """Change a model's names, limits or prices, or disable it to retire it."""
+    return AIModelService.update(
+        session=session, actor=actor, model_id=model_id, model_in=model_in, context=context
+    )
+
+
+@router.delete(
+    "/{model_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="delete_model",
+    summary="Delete a model",
+    responses=error_responses(401, 403, 404, 409),
+)
+def delete_model(
+    session: SessionDep, actor: SuperuserDep, context: RequestContextDep, model_id: uuid.UUID
+) -> None:
+    """Delete a model no agent uses; disable one that is in use instead."""
+    AIModelService.delete(session=session, actor=actor, model_id=model_id, context=context)

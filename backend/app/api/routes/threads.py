@@ -1,0 +1,156 @@
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from app.api.deps import CurrentUser, LimitParam, SessionDep, SkipParam
+from app.api.errors import error_responses
+from app.crud.thread import MessageOrder, ThreadSort
+from app.models.thread import (
+    Message,
+    MessageCreate,
+    MessagePublic,
+    MessagesPublic,
+    Thread,
+    ThreadCreate,
+    ThreadPublic,
+    ThreadsPublic,
+    ThreadUpdate,
+)
+from app.services.thread_service import ThreadService
+
+router = APIRouter(prefix="/threads", tags=["threads"])
+
+# ==================== threads ====================
+
+
+@router.get(
+    "",
+    response_model=ThreadsPublic,
+    operation_id="list_threads",
+    summary="List threads",
+    responses=error_responses(401),
+)
+def list_threads(
+    session: SessionDep,
+    current_user: CurrentUser,
+    skip: SkipParam = 0,
+    limit: LimitParam = 50,
+    agent_id: uuid.UUID | None = None,
+    is_archived: bool | None = None,
+    sort: Annotated[ThreadSort, Query(description="A field; '-' first for descending.")] = (
+        "-last_message_at"
+    ),
+) -> ThreadsPublic:
+    """My threads, most recently active first."""
+    threads, count = ThreadService.list_threads(
+        session=session,
+        user=current_user,
+        agent_id=agent_id,
+        is_archived=is_archived,
+        sort=sort,
+        skip=skip,
+        limit=limit,
+    )
+    return ThreadsPublic.model_validate({"data": threads, "count": count})
+
+
+@router.post(
+    "",
+    response_model=ThreadPublic,
+    status_code=status.HTTP_201_CREATED,
+    operation_id="create_thread",
+    summary="Start a thread",
+    responses=error_responses(401, 404),
+)
+def create_thread(
+    session: SessionDep, current_user: CurrentUser, thread_in: ThreadCreate
+) -> Thread:
+    """Start a conversation with one of my agents."""
+    return ThreadService.create(session=session, user=current_user, thread_in=thread_in)
+
+
+@router.get(
+    "/{thread_id}",
+    response_model=ThreadPublic,
+    operation_id="read_thread",
+    summary="Read a thread",
+    responses=error_responses(401, 404),
+)
+def read_thread(session: SessionDep, current_user: CurrentUser, thread_id: uuid.UUID) -> Thread:
+    """One thread of mine."""
+    return ThreadService.get(session=session, user=current_user, thread_id=thread_id)
+
+
+@router.patch(
+    "/{thread_id}",
+    response_model=ThreadPublic,
+    operation_id="update_thread",
+    summary="Rename or archive a thread",
+    responses=error_responses(401, 404),
+)
+def update_thread(
+    session: SessionDep, current_user: CurrentUser, thread_id: uuid.UUID, thread_in: ThreadUpdate
+) -> Thread:
+    """Change a thread's title, or archive or unarchive it."""
+    return ThreadService.update(
+        session=session, user=current_user, thread_id=thread_id, thread_in=thread_in
+    )
+
+
+@router.delete(
+    "/{thread_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="delete_thread",
+    summary="Delete a thread",
+    responses=error_responses(401, 404),
+)
+def delete_thread(session: SessionDep, current_user: CurrentUser, thread_id: uuid.UUID) -> None:
+    """Delete a thread with its messages."""
+    ThreadService.delete(session=session, user=current_user, thread_id=thread_id)
+
+
+# ==================== messages ====================
+
+
+@router.get(
+    "/{thread_id}/messages",
+    response_model=MessagesPublic,
+    operation_id="list_messages",
+    summary="List a thread's messages",
+    responses=error_responses(401, 404),
+)
+def list_messages(
+    session: SessionDep,
+    current_user: CurrentUser,
+    thread_id: uuid.UUID,
+    limit: LimitParam = 50,
+    cursor: Annotated[str | None, Query(max_length=200, description="A next_cursor.")] = None,
+    order: MessageOrder = "asc",
+) -> MessagesPublic:
+    """A page of messages, oldest first by default; follow next_cursor for more."""
+    return ThreadService.list_messages(
+        session=session,
+        user=current_user,
+        thread_id=thread_id,
+        cursor=cursor,
+        order=order,
+        limit=limit,
+    )
+
+
+@router.post(
+    "/{thread_id}/messages",
+    response_model=MessagePublic,
+    status_code=status.HTTP_201_CREATED,
+    operation_id="create_message",
+    summary="Post a message",
+    responses=error_responses(401, 404, 409),
+)
+def create_message(
+    session: SessionDep, current_user: CurrentUser, thread_id: uuid.UUID, message_in: MessageCreate
+) -> Message:
+    """Add my message to a thread."""
+    return ThreadService.post_message(
+        session=session, user=current_user, thread_id=thread_id, message_in=message_in
+    )

@@ -1,0 +1,63 @@
+import uuid
+from typing import Literal, TypeVar
+
+from sqlalchemy import func, or_
+from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from app.crud.text import contains_pattern
+from app.models.agent import Agent
+from app.models.user import User
+
+T = TypeVar("T")
+
+AgentSort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
+
+
+def _visible_to(
+    statement: SelectOfScalar[T], user: User, *, owner_id: uuid.UUID | None = None
+) -> SelectOfScalar[T]:
+    """Which agents a user may see: their own; superusers every agent, or one owner's."""
+    if user.is_superuser:
+        return statement if owner_id is None else statement.where(Agent.owner_id == owner_id)
+    return statement.where(Agent.owner_id == user.id)
+
+
+def _usable_by(statement: SelectOfScalar[T], user: User) -> SelectOfScalar[T]:
+    """Which agents a user may talk to: only their own, superusers included."""
+    return statement.where(Agent.owner_id == user.id)
+
+
+def get_agent(*, session: Session, user: User, agent_id: uuid.UUID) -> Agent | None:
+    return session.exec(_visible_to(select(Agent).where(Agent.id == agent_id), user)).first()
+
+
+def get_usable_agent(*, session: Session, user: User, agent_id: uuid.UUID) -> Agent | None:
+    return session.exec(_usable_by(select(Agent).where(Agent.id == agent_id), user)).first()
+
+
+def list_agents(
+    *,
+    session: Session,
+    user: User,
+    q: str | None,
+    owner_id: uuid.UUID | None,
+    sort: AgentSort,
+    skip: int,
+    limit: int,
+) -> tuple[list[Agent], int]:
+    statement = _visible_to(select(Agent), user, owner_id=owner_id)
+    if q:
+        pattern = contains_pattern(q)
+        statement = statement.where(
+            or_(
+                func.lower(col(Agent.name)).like(pattern, escape="\\"),
+                func.lower(col(Agent.description)).like(pattern, escape="\\"),
+            )
+        )
+    count = session.exec(select(func.count()).select_from(statement.subquery())).one()
+    field = sort.lstrip("-")
+    key = func.lower(col(Agent.name)) if field == "name" else col(getattr(Agent, field))
+    order = key.desc() if sort.startswith("-") else key.asc()
+    page = statement.order_by(order, col(Agent.id)).offset(skip).limit(limit)
+    return list(session.exec(page).all()), count

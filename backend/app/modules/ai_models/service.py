@@ -1,0 +1,272 @@
+"""The model catalog's rules: who sees which models, what makes a duplicate, when a model
+may go, and importing a price list."""
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from app.core.db import utcnow
+from app.core.errors import ConflictError, NotFoundError, PermissionDeniedError, UnprocessableError
+from app.models.user import User
+from app.modules.ai_models.manager import model_manager
+from app.modules.ai_models.models import (
+    AIModel,
+    AIModelCreate,
+    AIModelPublic,
+    AIModelsPublic,
+    AIModelUpdate,
+    CatalogFile,
+    check_output_fits,
+)
+from app.services.audit_service import AuditService
+from app.services.context import RequestContext
+
+TARGET_TYPE = "ai_model"
+# The audit context of changes made from the command line rather than a request.
+COMMAND_LINE = RequestContext(ip=None, user_agent=None, request_id=None)
+
+
+class AIModelService:
+    @staticmethod
+    def list_models(*, session: Session, user: User, include_disabled: bool) -> AIModelsPublic:
+        if include_disabled and not user.is_superuser:
+            raise PermissionDeniedError(
+                "Only superusers see disabled models", code="superuser_required"
+            )
+        models = model_manager.list_available_models(session, include_disabled=include_disabled)
+        return AIModelsPublic(data=[_public(model) for model in models], count=len(models))
+
+    @staticmethod
+    def get(*, session: Session, user: User, model_id: uuid.UUID) -> AIModelPublic:
+        model = model_manager.get_model_by_id(session, model_id)
+        # A disabled model is retired: to everyone but superusers it does not exist.
+        if model is None or not (model.is_enabled or user.is_superuser):
+            raise NotFoundError("Model not found")
+        return _public(model)
+
+    @staticmethod
+    def create(
+        *, session: Session, actor: User, model_in: AIModelCreate, context: RequestContext
+    ) -> AIModelPublic:
+        _ensure_unique(session=session, provider=model_in.provider, name=model_in.name)
+        model = AIModel.model_validate(model_in)
+        session.add(model)
+        _record(
+            session=session,
+            context=context,
+            actor=actor,
+            action="model.created",
+            model=model,
+            details={"is_enabled": model.is_enabled},
+        )
+        _commit_unique(session)
+        return _public(model)
+
+    @staticmethod
+    def update(
+        *,
+        session: Session,
+        actor: User,
+        model_id: uuid.UUID,
+        model_in: AIModelUpdate,
+        context: RequestContext,
+    ) -> AIModelPublic:
+        model = _get_row(session=session, model_id=model_id)
+        changes = model_in.model_dump(exclude_unset=True)
+        provider = changes.get("provider", model.provider)
+        name = changes.get("name", model.name)
+        if (provider, name) != (model.provider, model.name):
+            _ensure_unique(session=session, provider=provider, name=name)
+        _ensure_output_fits(
+            context_window=changes.get("context_window", model.context_window),
+            max_output_tokens=changes.get("max_output_tokens", model.max_output_tokens),
+        )
+        model.sqlmodel_update(changes)
+        model.updated_at = utcnow()
+        session.add(model)
+        _record(
+            session=session,
+            context=context,
+            actor=actor,
+            action="model.updated",
+            model=model,
+            details={"fields": sorted(changes)},
+        )
+        _commit_unique(session)
+        return _public(model)
+
+    @staticmethod
+    def delete(
+        *, session: Session, actor: User, model_id: uuid.UUID, context: RequestContext
+    ) -> None:
+        model = _get_row(session=session, model_id=model_id)
+        if model_manager.is_in_use(session, model):
+            raise _in_use()
+        _record(
+            session=session,
+            context=context,
+            actor=actor,
+            action="model.deleted",
+            model=model,
+            details={},
+        )
+        session.delete(model)
+        try:
+            session.commit()
+        except IntegrityError as error:  # an agent took it up since we looked
+            session.rollback()
+            raise _in_use() from error
+
+    # ==================== the command line ====================
+
+    @staticmethod
+    def parse_catalog(raw: bytes) -> CatalogFile:
+        """A catalog file's contents. Numbers are read as decimals, never floats, so a
+        price written as 2.50 stays exactly 2.50."""
+        try:
+            document = json.loads(raw, parse_float=Decimal)
+        except ValueError as error:
+            raise UnprocessableError(f"not valid JSON: {error}", code="invalid_catalog") from error
+        try:
+            return CatalogFile.model_validate(document)
+        except ValidationError as error:
+            raise UnprocessableError(_describe(error), code="invalid_catalog") from error
+
+    @staticmethod
+    def import_catalog(
+        *, session: Session, entries: Sequence[Mapping[str, Any]]
+    ) -> tuple[int, int]:
+        """Adds new models and updates existing ones, matched by (provider, name); returns
+        (created, updated). All or nothing: one invalid entry and nothing is written.
+        Fields an entry leaves out (such as is_enabled) keep their current values."""
+        models_in = _validate_entries(entries)
+        created = updated = 0
+        now = utcnow()
+        for model_in in models_in:
+            existing = model_manager.get_model(session, model_in.provider, model_in.name)
+            if existing is None:
+                session.add(AIModel.model_validate(model_in))
+                created += 1
+                continue
+            changes = {
+                field: value
+                for field, value in model_in.model_dump(exclude_unset=True).items()
+                if getattr(existing, field) != value
+            }
+            if changes:
+                existing.sqlmodel_update(changes)
+                existing.updated_at = now
+                session.add(existing)
+                updated += 1
+        AuditService.record(
+            session=session,
+            context=COMMAND_LINE,
+            actor=None,
+            action="models.imported",
+            details={"created": created, "updated": updated},
+        )
+        _commit_unique(session)
+        return created, updated
+
+
+def _public(model: AIModel) -> AIModelPublic:
+    return AIModelPublic.model_validate(
+        model, update={"is_configured": model_manager.is_configured(model.provider)}
+    )
+
+
+def _get_row(*, session: Session, model_id: uuid.UUID) -> AIModel:
+    model = model_manager.get_model_by_id(session, model_id)
+    if model is None:
+        raise NotFoundError("Model not found")
+    return model
+
+
+def _ensure_unique(*, session: Session, provider: str, name: str) -> None:
+    if model_manager.get_model(session, provider, name) is not None:
+        raise _duplicate()
+
+
+def _ensure_output_fits(*, context_window: int, max_output_tokens: int) -> None:
+    try:
+        check_output_fits(context_window=context_window, max_output_tokens=max_output_tokens)
+    except ValueError as error:
+        # The same shape as a schema's 422, so clients handle both alike.
+        problem = {"loc": ["body", "max_output_tokens"], "msg": str(error), "type": "value_error"}
+        raise UnprocessableError(str(error), extra={"errors": [problem]}) from error
+
+
+def _validate_entries(entries: Sequence[Mapping[str, Any]]) -> list[AIModelCreate]:
+    models_in: list[AIModelCreate] = []
+    first_seen: dict[tuple[str, str], int] = {}
+    for index, entry in enumerate(entries):
+        try:
+            model_in = AIModelCreate.model_validate(entry)
+        except ValidationError as error:
+            raise UnprocessableError(
+                _describe(error, where=f"models[{index}]"), code="invalid_catalog"
+            ) from error
+        key = (model_in.provider, model_in.name)
+        if key in first_seen:
+            raise UnprocessableError(
+                f"models[{index}]: {key[0]}/{key[1]} is already models[{first_seen[key]}]",
+                code="invalid_catalog",
+            )
+        first_seen[key] = index
+        models_in.append(model_in)
+    return models_in
+
+
+def _describe(error: ValidationError, *, where: str = "") -> str:
+    """'models[3].input_price_per_million: Decimal input should have ...', one per problem."""
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        path = ".".join(str(part) for part in (where, *item["loc"]) if part != "")
+        problems.append(f"{path}: {item['msg']}" if path else item["msg"])
+    return "; ".join(problems)
+
+
+def _record(
+    *,
+    session: Session,
+    context: RequestContext,
+    actor: User,
+    action: str,
+    model: AIModel,
+    details: dict[str, Any],
+) -> None:
+    AuditService.record(
+        session=session,
+        context=context,
+        actor=actor,
+        action=action,
+        target_type=TARGET_TYPE,
+        target_id=str(model.id),
+        details={"provider": model.provider, "name": model.name, **details},
+    )
+
+
+def _duplicate() -> ConflictError:
+    return ConflictError("This provider already has a model with this name", code="model_exists")
+
+
+def _in_use() -> ConflictError:
+    return ConflictError(
+        "Agents use this model; disable it instead, or move them to another first",
+        code="model_in_use",
+    )
+
+
+def _commit_unique(session: Session) -> None:
+    """Commits; the same model added by a concurrent request is a 409, not a 500."""
+    try:
+        session.commit()
+    except IntegrityError as error:
+        session.rollback()
+        raise _duplicate() from error

@@ -1,0 +1,85 @@
+import uuid
+
+from sqlmodel import Session
+
+from app.core.db import utcnow
+from app.core.errors import NotFoundError, UnprocessableError
+from app.crud import agent as agent_crud
+from app.crud.agent import AgentSort
+from app.models.agent import Agent, AgentCreate, AgentUpdate
+from app.models.user import User
+from app.modules.ai_models.manager import model_manager
+
+
+class AgentService:
+    @staticmethod
+    def list_agents(
+        *,
+        session: Session,
+        user: User,
+        q: str | None,
+        owner_id: uuid.UUID | None,
+        sort: AgentSort,
+        skip: int,
+        limit: int,
+    ) -> tuple[list[Agent], int]:
+        if owner_id is not None and not user.is_superuser:
+            raise UnprocessableError(
+                "Only superusers may filter agents by owner", code="owner_filter_forbidden"
+            )
+        return agent_crud.list_agents(
+            session=session, user=user, q=q, owner_id=owner_id, sort=sort, skip=skip, limit=limit
+        )
+
+    @staticmethod
+    def get(*, session: Session, user: User, agent_id: uuid.UUID) -> Agent:
+        agent = agent_crud.get_agent(session=session, user=user, agent_id=agent_id)
+        if agent is None:
+            raise NotFoundError("Agent not found")  # same answer for missing and not yours
+        return agent
+
+    @staticmethod
+    def create(*, session: Session, user: User, agent_in: AgentCreate) -> Agent:
+        agent = Agent.model_validate(agent_in, update={"owner_id": user.id})
+        _check_model(session=session, agent=agent)
+        session.add(agent)
+        session.commit()
+        return agent
+
+    @staticmethod
+    def update(
+        *, session: Session, user: User, agent_id: uuid.UUID, agent_in: AgentUpdate
+    ) -> Agent:
+        agent = AgentService.get(session=session, user=user, agent_id=agent_id)
+        changes = agent_in.model_dump(exclude_unset=True)
+        for required in ("name", "instructions", "description", "temperature", "is_active"):
+            if required in changes and changes[required] is None:
+                raise UnprocessableError(f"{required} cannot be null", code="validation_error")
+        agent.sqlmodel_update(changes)
+        agent.updated_at = utcnow()
+        _check_model(session=session, agent=agent)
+        session.add(agent)
+        session.commit()
+        return agent
+
+    @staticmethod
+    def delete(*, session: Session, user: User, agent_id: uuid.UUID) -> None:
+        agent = AgentService.get(session=session, user=user, agent_id=agent_id)
+        session.delete(agent)  # its threads and their messages go with it (ON DELETE CASCADE)
+        session.commit()
+
+
+def _check_model(*, session: Session, agent: Agent) -> None:
+    """An agent's model must exist and be enabled, and its output limit must fit it."""
+    if agent.model_id is None:
+        return
+    model = model_manager.get_model_by_id(session=session, model_id=agent.model_id)
+    if model is None or not model.is_enabled:
+        raise UnprocessableError(
+            "model_id does not name an enabled model of the catalog", code="model_unavailable"
+        )
+    if agent.max_output_tokens is not None and agent.max_output_tokens > model.max_output_tokens:
+        raise UnprocessableError(
+            f"max_output_tokens exceeds the model's limit of {model.max_output_tokens}",
+            code="max_output_tokens_too_large",
+        )

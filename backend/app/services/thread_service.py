@@ -1,0 +1,158 @@
+"""Threads and messages. Conversations are personal: nobody but their owner reads them."""
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+
+from sqlmodel import Session
+
+from app.core.db import utcnow
+from app.core.errors import ConflictError, NotFoundError, UnprocessableError
+from app.crud import agent as agent_crud
+from app.crud import thread as thread_crud
+from app.crud.thread import MessageOrder, ThreadSort
+from app.models.thread import (
+    Message,
+    MessageCreate,
+    MessageRole,
+    MessagesPublic,
+    Thread,
+    ThreadCreate,
+    ThreadUpdate,
+)
+from app.models.user import User
+
+TITLE_LENGTH = 80
+
+
+class ThreadService:
+    @staticmethod
+    def list_threads(
+        *,
+        session: Session,
+        user: User,
+        agent_id: uuid.UUID | None,
+        is_archived: bool | None,
+        sort: ThreadSort,
+        skip: int,
+        limit: int,
+    ) -> tuple[list[Thread], int]:
+        return thread_crud.list_threads(
+            session=session,
+            user=user,
+            agent_id=agent_id,
+            is_archived=is_archived,
+            sort=sort,
+            skip=skip,
+            limit=limit,
+        )
+
+    @staticmethod
+    def get(*, session: Session, user: User, thread_id: uuid.UUID) -> Thread:
+        thread = thread_crud.get_thread(session=session, user=user, thread_id=thread_id)
+        if thread is None:
+            raise NotFoundError("Thread not found")
+        return thread
+
+    @staticmethod
+    def create(*, session: Session, user: User, thread_in: ThreadCreate) -> Thread:
+        agent = agent_crud.get_usable_agent(session=session, user=user, agent_id=thread_in.agent_id)
+        if agent is None:
+            raise NotFoundError("Agent not found")
+        now = utcnow()
+        thread = Thread(
+            owner_id=user.id,
+            agent_id=agent.id,
+            title=thread_in.title,
+            created_at=now,
+            updated_at=now,
+            last_message_at=now,
+        )
+        session.add(thread)
+        session.commit()
+        return thread
+
+    @staticmethod
+    def update(
+        *, session: Session, user: User, thread_id: uuid.UUID, thread_in: ThreadUpdate
+    ) -> Thread:
+        thread = ThreadService.get(session=session, user=user, thread_id=thread_id)
+        changes = thread_in.model_dump(exclude_unset=True)
+        if "is_archived" in changes and changes["is_archived"] is None:
+            raise UnprocessableError("is_archived cannot be null", code="validation_error")
+        thread.sqlmodel_update(changes)
+        thread.updated_at = utcnow()
+        session.add(thread)
+        session.commit()
+        return thread
+
+    @staticmethod
+    def delete(*, session: Session, user: User, thread_id: uuid.UUID) -> None:
+        thread = ThreadService.get(session=session, user=user, thread_id=thread_id)
+        session.delete(thread)  # its messages go with it (ON DELETE CASCADE)
+        session.commit()
+
+    @staticmethod
+    def list_messages(
+        *,
+        session: Session,
+        user: User,
+        thread_id: uuid.UUID,
+        cursor: str | None,
+        order: MessageOrder,
+        limit: int,
+    ) -> MessagesPublic:
+        thread = ThreadService.get(session=session, user=user, thread_id=thread_id)
+        after = _decode_cursor(cursor) if cursor else None
+        rows = thread_crud.list_messages(
+            session=session, thread=thread, after=after, order=order, limit=limit + 1
+        )
+        page = rows[:limit]
+        next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+        return MessagesPublic.model_validate({"data": page, "next_cursor": next_cursor})
+
+    @staticmethod
+    def post_message(
+        *, session: Session, user: User, thread_id: uuid.UUID, message_in: MessageCreate
+    ) -> Message:
+        thread = ThreadService.get(session=session, user=user, thread_id=thread_id)
+        if thread.is_archived:
+            raise ConflictError(
+                "This thread is archived; unarchive it first", code="thread_archived"
+            )
+        now = utcnow()
+        message = Message(
+            thread_id=thread.id, role=MessageRole.USER, content=message_in.content, created_at=now
+        )
+        if thread.title is None:
+            thread.title = _title_from(message_in.content)
+        thread.last_message_at = thread.updated_at = now
+        session.add(message)
+        session.add(thread)
+        session.commit()
+        return message
+
+
+def _title_from(content: str) -> str:
+    words = " ".join(content.split())
+    return words if len(words) <= TITLE_LENGTH else words[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+def _encode_cursor(message: Message) -> str:
+    raw = f"{message.created_at.isoformat()}|{message.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, message_id = raw.split("|")
+        created_at = datetime.fromisoformat(at)
+        if created_at.tzinfo is None:
+            raise ValueError("naive")
+        return created_at, uuid.UUID(message_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
+        raise UnprocessableError(
+            "cursor is not one this API gave out", code="invalid_cursor"
+        ) from error
