@@ -47,6 +47,13 @@ def reread(db: Session, model_id: uuid.UUID) -> AIModel | None:
     return db.get(AIModel, model_id)
 
 
+def audit_entries(db: Session, action: str, model_id: uuid.UUID | str) -> list[AuditEntry]:
+    statement = select(AuditEntry).where(
+        AuditEntry.action == action, AuditEntry.target_id == str(model_id)
+    )
+    return list(db.exec(statement).all())
+
+
 def ids(response_body: dict[str, Any]) -> list[str]:
     return [item["id"] for item in response_body["data"]]
 
@@ -214,7 +221,7 @@ class TestCreateModel:
         assert stored.input_price_per_million == Decimal("2.5")
         assert str(stored.input_price_per_million) == "2.500000"
         assert (stored.context_window, stored.max_output_tokens) == (128_000, 16_384)
-        entry = db.exec(select(AuditEntry).where(AuditEntry.action == "model.created")).one()
+        [entry] = audit_entries(db, "model.created", body["id"])
         assert (entry.actor_id, entry.target_type, entry.target_id) == (
             superuser.id,
             "ai_model",
@@ -365,7 +372,7 @@ class TestUpdateModel:
         assert stored.input_price_per_million == Decimal("1.25")
         assert not stored.is_enabled
         assert stored.updated_at > before
-        entry = db.exec(select(AuditEntry).where(AuditEntry.action == "model.updated")).one()
+        [entry] = audit_entries(db, "model.updated", model.id)
         assert entry.actor_id == superuser.id
         assert entry.details["fields"] == ["input_price_per_million", "is_enabled"]
 
@@ -468,7 +475,7 @@ class TestDeleteModel:
         assert response.status_code == 204
         assert response.content == b""
         assert reread(db, model_id) is None
-        entry = db.exec(select(AuditEntry).where(AuditEntry.action == "model.deleted")).one()
+        [entry] = audit_entries(db, "model.deleted", model_id)
         assert (entry.actor_id, entry.target_id) == (superuser.id, str(model_id))
 
     def test_a_model_an_agent_uses_is_409(
@@ -481,9 +488,7 @@ class TestDeleteModel:
         assert response.status_code == 409
         assert response.json()["code"] == "model_in_use"
         assert reread(db, model.id) is not None
-        assert db.exec(select(AuditEntry).where(AuditEntry.action == "model.deleted")).first() is (
-            None
-        )
+        assert audit_entries(db, "model.deleted", model.id) == []
 
     def test_the_foreign_key_stops_a_delete_the_check_missed(
         self,

@@ -32,7 +32,7 @@ def list_models(
         bool, Query(description="Also list disabled models; superusers only.")
     ] = False,
 ) -> AIModelsPublic:
-    """The models agents can use, by provider and name, with their prices per million tokens."""
+    """The models agents can use, by provider then display name, with prices per million tokens."""
     return AIModelService.list_models(
         session=session, user=current_user, include_disabled=include_disabled
     )
