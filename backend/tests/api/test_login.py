@@ -125,7 +125,8 @@ def _token(user: User, session_id: uuid.UUID, **overrides: Any) -> str:
         "iss": settings.JWT_ISSUER,
         "aud": settings.JWT_AUDIENCE,
     }
-    claims.update(overrides)
+    # Times are given relative to now: parameters are built long before the test runs.
+    claims.update({k: now + v if isinstance(v, timedelta) else v for k, v in overrides.items()})
     key = claims.pop("_key", settings.secret_key)
     algorithm = claims.pop("_alg", ALGORITHM)
     return jwt.encode({k: v for k, v in claims.items() if v is not None}, key, algorithm=algorithm)
@@ -148,8 +149,8 @@ class TestAccessTokens:
         [
             {"_alg": "none", "_key": None},
             {"_key": "a-different-key-that-is-long-enough-to-use"},
-            {"exp": utcnow() - timedelta(seconds=1)},
-            {"nbf": utcnow() + timedelta(minutes=1)},
+            {"exp": timedelta(seconds=-1)},
+            {"nbf": timedelta(minutes=1)},
             {"aud": "someone-else"},
             {"iss": "someone-else"},
             {"type": "refresh"},

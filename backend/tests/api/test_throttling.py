@@ -53,7 +53,11 @@ class TestLoginThrottling:
         assert locked.json()["code"] == "rate_limited"
         retry_after = int(locked.headers["Retry-After"])
         assert 0 < retry_after <= settings.LOGIN_FAILURE_WINDOW_SECONDS
-        successes = db.exec(select(AuditEntry).where(AuditEntry.action == "login.succeeded"))
+        successes = db.exec(
+            select(AuditEntry).where(
+                AuditEntry.action == "login.succeeded", AuditEntry.target_id == str(user.id)
+            )
+        )
         assert successes.all() == []
 
     def test_a_success_before_the_limit_clears_the_account_counter(
