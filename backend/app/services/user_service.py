@@ -4,7 +4,6 @@ import secrets
 import uuid
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from app.core.config import Settings, settings
@@ -31,6 +30,7 @@ from app.models.user import (
 from app.services.audit_service import AuditService
 from app.services.auth_service import Authenticated
 from app.services.context import RequestContext
+from app.services.transactions import commit_or_conflict
 
 
 class UserService:
@@ -358,9 +358,6 @@ def _ensure_a_superuser_remains(session: Session) -> None:
 
 
 def _commit_unique(session: Session) -> None:
-    """Commits; a unique email taken by a concurrent request is a 409, not a 500."""
-    try:
-        session.commit()
-    except IntegrityError as error:
-        session.rollback()
-        raise ConflictError("A user with this email already exists", code="email_taken") from error
+    commit_or_conflict(
+        session, ConflictError("A user with this email already exists", code="email_taken")
+    )

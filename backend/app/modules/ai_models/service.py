@@ -26,6 +26,7 @@ from app.modules.ai_models.models import (
 )
 from app.services.audit_service import AuditService
 from app.services.context import RequestContext
+from app.services.transactions import commit_or_conflict
 
 TARGET_TYPE = "ai_model"
 # The audit context of changes made from the command line rather than a request.
@@ -264,9 +265,4 @@ def _in_use() -> ConflictError:
 
 
 def _commit_unique(session: Session) -> None:
-    """Commits; the same model added by a concurrent request is a 409, not a 500."""
-    try:
-        session.commit()
-    except IntegrityError as error:
-        session.rollback()
-        raise _duplicate() from error
+    commit_or_conflict(session, _duplicate())
