@@ -1,8 +1,12 @@
 """The application factory."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import iter_route_contexts
+from starlette.concurrency import run_in_threadpool
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.api.errors import register_error_handlers
@@ -13,6 +17,7 @@ from app.core.config import ConfigurationError, Settings, settings
 from app.core.logger import configure_logging
 from app.core.middleware import RequestMiddleware
 from app.core.throttle import build_throttle
+from app.tasks.dispatch import build_dispatcher
 
 API_PREFIX = "/api/v1"
 
@@ -24,7 +29,17 @@ def create_app(config: Settings = settings) -> FastAPI:
     _ = config.secret_key  # generated and kept in DATA_DIR now, not at the first login
     configure_logging(config)
     docs = config.docs_exposed
+    dispatcher = build_dispatcher(config)
+
+    @asynccontextmanager
+    async def lifespan(application: FastAPI) -> AsyncIterator[None]:
+        # The dispatcher on app.state may have been replaced (tests); use that one.
+        await run_in_threadpool(application.state.run_dispatcher.recover)
+        yield
+        await run_in_threadpool(application.state.run_dispatcher.close)
+
     app = FastAPI(
+        lifespan=lifespan,
         title=config.PROJECT_NAME,
         summary="The backend of an AI agent workspace.",
         version="0.1.0",
@@ -34,6 +49,7 @@ def create_app(config: Settings = settings) -> FastAPI:
         separate_input_output_schemas=False,
     )
     app.state.throttle = build_throttle(config)
+    app.state.run_dispatcher = dispatcher
     app.include_router(api_router, prefix=API_PREFIX)
     unadmitted = frozenset({API_PREFIX + LIVENESS_PATH})
     app.openapi = openapi_builder(app, unadmitted_paths=unadmitted)  # type: ignore[method-assign]

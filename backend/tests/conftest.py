@@ -30,6 +30,8 @@ from app.core.db import engine, get_session  # noqa: E402
 from app.core.throttle import connect_redis  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.models.user import User  # noqa: E402
+from app.modules.llm.client import LLMClient  # noqa: E402
+from app.tasks.dispatch import InlineDispatcher  # noqa: E402
 from tests.factories import auth_headers, create_user  # noqa: E402
 
 
@@ -69,18 +71,34 @@ AppFactory = Callable[..., FastAPI]
 
 
 @pytest.fixture
-def make_app(connection: Connection) -> AppFactory:
-    """Apps whose sessions live inside the test's transaction; settings may differ."""
+def session_factory(connection: Connection) -> Callable[[], Session]:
+    """Sessions inside the test's transaction, for code that opens its own (runs)."""
+
+    def open_session() -> Session:
+        return Session(
+            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+
+    return open_session
+
+
+@pytest.fixture
+def make_app(session_factory: Callable[[], Session]) -> AppFactory:
+    """Apps whose sessions live inside the test's transaction; settings may differ.
+
+    Runs execute in the request's thread (InlineDispatcher) so that they see the test's
+    rows; with no provider configured they fail with llm_not_configured."""
 
     def session_in_test_transaction() -> Iterator[Session]:
-        with Session(
-            bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
-        ) as session:
+        with session_factory() as session:
             yield session
 
     def make(config: Settings = settings) -> FastAPI:
         application = create_app(config)
         application.dependency_overrides[get_session] = session_in_test_transaction
+        application.state.run_dispatcher = InlineDispatcher(
+            llm=LLMClient(providers={}), session_factory=session_factory
+        )
         return application
 
     return make

@@ -10,6 +10,7 @@ from app.core.db import utcnow
 from app.core.security import create_access_token, hash_password
 from app.models.agent import Agent
 from app.models.auth import LoginSession
+from app.models.run import Run, RunStatus
 from app.models.thread import Message, MessageRole, Thread
 from app.models.user import User
 from app.modules.ai_models.models import AIModel
@@ -132,3 +133,29 @@ def create_ai_model(
     session.add(model)
     session.commit()
     return model
+
+
+def create_run(
+    session: Session,
+    *,
+    thread: Thread,
+    agent: Agent,
+    message: Message,
+    status: RunStatus = RunStatus.QUEUED,
+    reserved_usd: Decimal = Decimal(0),
+) -> Run:
+    assert agent.model_id is not None
+    run = Run(
+        thread_id=thread.id,
+        owner_id=thread.owner_id,
+        agent_id=agent.id,
+        model_id=agent.model_id,
+        user_message_id=message.id,
+        status=status,
+        max_output_tokens=100,
+        temperature=agent.temperature,
+        reserved_usd=reserved_usd,
+    )
+    session.add(run)
+    session.commit()
+    return run

@@ -13,6 +13,7 @@ from app.core.throttle import Throttle
 from app.models.user import User
 from app.services.auth_service import Authenticated, AuthService
 from app.services.context import RequestContext
+from app.tasks.dispatch import RunDispatcher
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
@@ -66,6 +67,14 @@ def get_throttle(request: Request) -> Throttle:
 
 
 ThrottleDep = Annotated[Throttle, Depends(get_throttle)]
+
+
+def get_run_dispatcher(request: Request) -> RunDispatcher:
+    dispatcher: RunDispatcher = request.app.state.run_dispatcher
+    return dispatcher
+
+
+RunDispatcherDep = Annotated[RunDispatcher, Depends(get_run_dispatcher)]
 
 SkipParam = Annotated[int, Query(ge=0, le=1_000_000, description="Rows to skip.")]
 LimitParam = Annotated[int, Query(ge=1, le=100, description="Rows to return, 1 to 100.")]

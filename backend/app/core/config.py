@@ -2,6 +2,7 @@
 
 import os
 import secrets
+from decimal import Decimal
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -95,6 +96,17 @@ class Settings(BaseSettings):
 
     # LLM providers by catalog slug: LLM_PROVIDERS__OPENAI__BASE_URL, ..._API_KEY.
     LLM_PROVIDERS: dict[str, ProviderSettings] = {}
+
+    # Agent runs.
+    DEFAULT_MONTHLY_BUDGET_USD: Decimal | None = Field(
+        default=Decimal("10"), ge=0, max_digits=18, decimal_places=6
+    )
+    CELERY_BROKER_URL: str | None = None
+    RUN_WORKERS: int = Field(default=4, ge=1, le=256)
+    RUN_TIME_LIMIT_SECONDS: int = Field(default=300, ge=10, le=3600)
+    LLM_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0, le=60)
+    LLM_READ_TIMEOUT: float = Field(default=120.0, gt=0, le=1800)
+    LLM_MAX_RETRIES: int = Field(default=3, ge=0, le=10)
 
     # State shared between processes (throttling counters); in-memory when unset.
     REDIS_URL: str | None = None

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, Numeric, String, TypeDecorator, event
+from sqlalchemy import DateTime, Engine, Numeric, String, TypeDecorator, event, func
 from sqlalchemy.engine import Dialect
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeEngine
@@ -76,6 +76,28 @@ class ExactDecimal(TypeDecorator[Decimal]):
         return Decimal(value).quantize(self.quantum)
 
 
+EXACT_SUM = "exact_sum"
+
+
+class _DecimalSum:
+    """SUM for ExactDecimal text columns on SQLite, whose own SUM goes through floats."""
+
+    def __init__(self) -> None:
+        self.total = Decimal(0)
+
+    def step(self, value: str | None) -> None:
+        if value is not None:
+            self.total += Decimal(value)
+
+    def finalize(self) -> str:
+        return str(self.total)
+
+
+def exact_sum(column: Any, dialect_name: str) -> Any:
+    """An exact SQL sum of an ExactDecimal column on either engine (NULL on no rows)."""
+    return getattr(func, EXACT_SUM)(column) if dialect_name == "sqlite" else func.sum(column)
+
+
 def create_db_engine(config: Settings, **overrides: Any) -> Engine:
     """One engine per process, tuned per backend; `overrides` exist for tests."""
     url = config.database_url
@@ -115,6 +137,7 @@ def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
+        dbapi_connection.create_aggregate(EXACT_SUM, 1, _DecimalSum)
 
 
 engine = create_db_engine(settings)

@@ -77,3 +77,14 @@ def list_messages(
     else:
         statement = statement.order_by(created_at.desc(), message_id.desc())
     return list(session.exec(statement.limit(limit)).all())
+
+
+def recent_messages(*, session: Session, thread: Thread, limit: int) -> list[Message]:
+    """The newest `limit` messages of a thread the caller holds, oldest first."""
+    statement = (
+        select(Message)
+        .where(Message.thread_id == thread.id)
+        .order_by(col(Message.created_at).desc(), col(Message.id).desc())
+        .limit(limit)
+    )
+    return list(reversed(session.exec(statement).all()))

@@ -1,11 +1,12 @@
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 
 from sqlalchemy import Index, String, Text
 from sqlmodel import Field, SQLModel
 
-from app.core.db import UTCDateTime, utcnow
+from app.core.db import ExactDecimal, UTCDateTime, utcnow
 from app.models.types import Input
 
 
@@ -36,6 +37,12 @@ class Message(SQLModel, table=True):
     role: MessageRole = Field(sa_type=String(16))
     content: str = Field(sa_type=Text)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Set on assistant messages: which run wrote it, with which model, at what cost.
+    run_id: uuid.UUID | None = None
+    model_id: uuid.UUID | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal(24, 12))
 
 
 class ThreadCreate(Input):
@@ -76,6 +83,11 @@ class MessagePublic(SQLModel):
     role: MessageRole
     content: str
     created_at: datetime
+    run_id: uuid.UUID | None = None
+    model_id: uuid.UUID | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: Decimal | None = None
 
 
 class MessagesPublic(SQLModel):

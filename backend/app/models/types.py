@@ -1,9 +1,10 @@
 """Field types shared by the schemas: bounded, normalised, safe to take from clients."""
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, ConfigDict, EmailStr, StringConstraints
+from pydantic import AfterValidator, ConfigDict, EmailStr, Field, StringConstraints
 from sqlmodel import SQLModel
 
 PASSWORD_MIN_LENGTH = 8
@@ -36,6 +37,8 @@ NewPassword = Annotated[
 ]
 # What a person types to prove who they are: bounded, never judged.
 GivenPassword = Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH)]
+# A monthly budget in USD: exact, non-negative, at most cents of a cent.
+Budget = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)]
 FullName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)]
 
 

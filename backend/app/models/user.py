@@ -1,11 +1,13 @@
 import uuid
 from datetime import datetime
+from decimal import Decimal
 
 from sqlmodel import Field, SQLModel
 
-from app.core.db import UTCDateTime, utcnow
+from app.core.db import ExactDecimal, UTCDateTime, utcnow
 from app.models.types import (
     EMAIL_MAX_LENGTH,
+    Budget,
     Email,
     FullName,
     GivenPassword,
@@ -28,6 +30,8 @@ class User(UserBase, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # USD per calendar month (UTC) for runs; null means unlimited.
+    monthly_budget_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal(18, 6))
 
 
 class UserCreate(UserBase, Input):
@@ -52,6 +56,7 @@ class UserUpdate(Input):
     password: NewPassword | None = None
     is_active: bool | None = None
     is_superuser: bool | None = None
+    monthly_budget_usd: Budget | None = None
 
 
 class UserUpdateMe(Input):
@@ -71,6 +76,7 @@ class UserPublic(UserBase):
     created_at: datetime
     updated_at: datetime
     last_login_at: datetime | None
+    monthly_budget_usd: Decimal | None
 
 
 class UsersPublic(SQLModel):

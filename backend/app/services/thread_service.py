@@ -8,14 +8,12 @@ from datetime import datetime
 from sqlmodel import Session
 
 from app.core.db import utcnow
-from app.core.errors import ConflictError, NotFoundError, UnprocessableError
+from app.core.errors import NotFoundError, UnprocessableError
 from app.crud import agent as agent_crud
 from app.crud import thread as thread_crud
 from app.crud.thread import MessageOrder, ThreadSort
 from app.models.thread import (
     Message,
-    MessageCreate,
-    MessageRole,
     MessagesPublic,
     Thread,
     ThreadCreate,
@@ -112,29 +110,8 @@ class ThreadService:
         next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
         return MessagesPublic.model_validate({"data": page, "next_cursor": next_cursor})
 
-    @staticmethod
-    def post_message(
-        *, session: Session, user: User, thread_id: uuid.UUID, message_in: MessageCreate
-    ) -> Message:
-        thread = ThreadService.get(session=session, user=user, thread_id=thread_id)
-        if thread.is_archived:
-            raise ConflictError(
-                "This thread is archived; unarchive it first", code="thread_archived"
-            )
-        now = utcnow()
-        message = Message(
-            thread_id=thread.id, role=MessageRole.USER, content=message_in.content, created_at=now
-        )
-        if thread.title is None:
-            thread.title = _title_from(message_in.content)
-        thread.last_message_at = thread.updated_at = now
-        session.add(message)
-        session.add(thread)
-        session.commit()
-        return message
 
-
-def _title_from(content: str) -> str:
+def title_from(content: str) -> str:
     words = " ".join(content.split())
     return words if len(words) <= TITLE_LENGTH else words[: TITLE_LENGTH - 1].rstrip() + "…"
 

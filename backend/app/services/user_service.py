@@ -287,6 +287,7 @@ class UserService:
             hashed_password=hash_password(password),
             is_superuser=True,
             full_name="Administrator",
+            monthly_budget_usd=config.DEFAULT_MONTHLY_BUDGET_USD,
         )
         session.add(user)
         session.commit()
@@ -329,6 +330,7 @@ def _new_user(
         hashed_password=hash_password(password),
         is_active=is_active,
         is_superuser=is_superuser,
+        monthly_budget_usd=settings.DEFAULT_MONTHLY_BUDGET_USD,
     )
     session.add(user)
     return user

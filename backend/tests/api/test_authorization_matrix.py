@@ -21,6 +21,7 @@ from app.core.security import create_access_token
 from app.main import create_app
 from app.models.agent import Agent
 from app.models.auth import LoginSession
+from app.models.run import Run
 from app.models.thread import Thread
 from app.models.user import User
 from app.modules.ai_models.models import AIModel
@@ -30,6 +31,7 @@ from tests.factories import (
     create_ai_model,
     create_login_session,
     create_message,
+    create_run,
     create_thread,
     create_user,
 )
@@ -46,6 +48,7 @@ class World:
     thread: Thread
     model: AIModel
     owner_session: LoginSession
+    run: Run
 
 
 Body = Callable[[World], dict[str, Any]] | None
@@ -155,9 +158,17 @@ MATRIX: dict[str, Case] = {
     "list_messages": Case(lambda w: f"/threads/{w.thread.id}/messages", (401, 200, 404, 404)),
     "create_message": Case(
         lambda w: f"/threads/{w.thread.id}/messages",
-        (401, 201, 404, 404),
+        (401, 409, 404, 404),  # the world's thread has a queued run already
         json=lambda w: {"content": "hi"},
     ),
+    "list_thread_runs": Case(lambda w: f"/threads/{w.thread.id}/runs", (401, 200, 404, 404)),
+    # runs: metadata for the owner and superusers
+    "read_run": Case(lambda w: f"/runs/{w.run.id}", (401, 200, 404, 200)),
+    "cancel_run": Case(lambda w: f"/runs/{w.run.id}/cancel", (401, 200, 404, 200)),
+    # usage
+    "read_my_usage": Case(lambda w: "/users/me/usage", (401, 200, 200, 200)),
+    "read_my_quota": Case(lambda w: "/users/me/quota", (401, 200, 200, 200)),
+    "read_usage_report": Case(lambda w: "/admin/usage", (401, 403, 403, 200)),
     # probes
     "health_check": Case(lambda w: "/utils/health-check", (200, 200, 200, 200)),
     "readiness_check": Case(lambda w: "/utils/readiness", (200, 200, 200, 200)),
@@ -188,10 +199,12 @@ def test_every_route_has_an_entry() -> None:
 @pytest.fixture
 def world(db: Session) -> World:
     owner = create_user(db)
-    agent = create_agent(db, owner=owner)
+    agent = create_agent(db, owner=owner, model=create_ai_model(db))
     thread = create_thread(db, owner=owner, agent=agent)
-    create_message(db, thread=thread)
+    message = create_message(db, thread=thread)
+    run = create_run(db, thread=thread, agent=agent, message=message)
     return World(
+        run=run,
         owner=owner,
         other=create_user(db),
         superuser=create_user(db, is_superuser=True),

@@ -3,13 +3,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from app.api.deps import CurrentUser, LimitParam, SessionDep, SkipParam
+from app.api.deps import CurrentUser, LimitParam, RunDispatcherDep, SessionDep, SkipParam
 from app.api.errors import error_responses
 from app.crud.thread import MessageOrder, ThreadSort
+from app.models.run import PostedMessage, RunsPublic
 from app.models.thread import (
-    Message,
     MessageCreate,
-    MessagePublic,
     MessagesPublic,
     Thread,
     ThreadCreate,
@@ -17,6 +16,7 @@ from app.models.thread import (
     ThreadsPublic,
     ThreadUpdate,
 )
+from app.services.run_service import RunService
 from app.services.thread_service import ThreadService
 
 router = APIRouter(prefix="/threads", tags=["threads"])
@@ -141,16 +141,44 @@ def list_messages(
 
 @router.post(
     "/{thread_id}/messages",
-    response_model=MessagePublic,
-    status_code=status.HTTP_201_CREATED,
+    response_model=PostedMessage,
+    status_code=status.HTTP_202_ACCEPTED,
     operation_id="create_message",
     summary="Post a message",
-    responses=error_responses(401, 404, 409),
+    responses=error_responses(401, 402, 404, 409),
 )
 def create_message(
-    session: SessionDep, current_user: CurrentUser, thread_id: uuid.UUID, message_in: MessageCreate
-) -> Message:
-    """Add my message to a thread."""
-    return ThreadService.post_message(
+    session: SessionDep,
+    current_user: CurrentUser,
+    dispatcher: RunDispatcherDep,
+    thread_id: uuid.UUID,
+    message_in: MessageCreate,
+) -> PostedMessage:
+    """Add my message and start the run that answers it; the reply arrives as a message."""
+    message, run = RunService.start(
         session=session, user=current_user, thread_id=thread_id, message_in=message_in
     )
+    posted = PostedMessage.model_validate({"message": message, "run": run})  # as created
+    dispatcher.dispatch(run.id)
+    return posted
+
+
+@router.get(
+    "/{thread_id}/runs",
+    response_model=RunsPublic,
+    operation_id="list_thread_runs",
+    summary="List a thread's runs",
+    responses=error_responses(401, 404),
+)
+def list_thread_runs(
+    session: SessionDep,
+    current_user: CurrentUser,
+    thread_id: uuid.UUID,
+    skip: SkipParam = 0,
+    limit: LimitParam = 50,
+) -> RunsPublic:
+    """The runs of one of my threads, newest first."""
+    runs, count = RunService.list_for_thread(
+        session=session, user=current_user, thread_id=thread_id, skip=skip, limit=limit
+    )
+    return RunsPublic.model_validate({"data": runs, "count": count})

@@ -1,0 +1,65 @@
+"""The usage ledger: appended to by runs, read by reports and quota checks."""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import String, cast, func
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from app.core.db import exact_sum
+from app.models.usage import UsageEntry
+
+
+def add_entry(*, session: Session, entry: UsageEntry) -> None:
+    session.add(entry)
+
+
+def spent_since(*, session: Session, user_id: uuid.UUID, since: datetime) -> Decimal:
+    dialect = session.get_bind().dialect.name
+    statement = select(exact_sum(UsageEntry.cost_usd, dialect)).where(
+        UsageEntry.user_id == user_id, UsageEntry.created_at >= since
+    )
+    return Decimal(session.exec(statement).one() or 0)
+
+
+def grouped(
+    *,
+    session: Session,
+    group_by: str,
+    start: datetime,
+    end: datetime,
+    user_id: uuid.UUID | None,
+) -> list[tuple[str, int, int, Decimal, int]]:
+    """(key, input tokens, output tokens, cost, runs) per group, in [start, end)."""
+    dialect = session.get_bind().dialect.name
+    key = _group_key(group_by, dialect)
+    statement = (
+        sa_select(
+            key,
+            func.coalesce(func.sum(UsageEntry.input_tokens), 0),
+            func.coalesce(func.sum(UsageEntry.output_tokens), 0),
+            exact_sum(UsageEntry.cost_usd, dialect),
+            func.count(func.distinct(UsageEntry.run_id)),
+        )
+        .where(col(UsageEntry.created_at) >= start, col(UsageEntry.created_at) < end)
+        .group_by(key)
+        .order_by(key)
+    )
+    if user_id is not None:
+        statement = statement.where(col(UsageEntry.user_id) == user_id)
+    rows = session.execute(statement).all()
+    return [(str(k), int(i), int(o), Decimal(c or 0), int(r)) for k, i, o, c, r in rows]
+
+
+def _group_key(group_by: str, dialect: str) -> Any:
+    if group_by == "day":
+        if dialect == "sqlite":
+            return func.substr(cast(UsageEntry.created_at, String), 1, 10)
+        return func.to_char(col(UsageEntry.created_at).op("AT TIME ZONE")("UTC"), "YYYY-MM-DD")
+    if group_by == "model":  # the names the row copied: readable after the model is gone
+        return col(UsageEntry.model_provider) + "/" + col(UsageEntry.model_name)
+    column = col(UsageEntry.agent_id) if group_by == "agent" else col(UsageEntry.user_id)
+    return cast(column, String)

@@ -1,0 +1,84 @@
+"""Agent runs: one provider conversation turn, from queued to a final status."""
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from sqlalchemy import Index, String
+from sqlmodel import Field, SQLModel
+
+from app.core.db import ExactDecimal, UTCDateTime, utcnow
+from app.models.thread import MessagePublic
+
+COST_PLACES = 12
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class Run(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_run_owner_id_status", "owner_id", "status"),
+        Index("ix_run_thread_id_created_at", "thread_id", "created_at"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    thread_id: uuid.UUID = Field(foreign_key="thread.id", ondelete="CASCADE")
+    owner_id: uuid.UUID = Field(foreign_key="user.id", ondelete="CASCADE")
+    agent_id: uuid.UUID
+    # No foreign key: a run keeps naming the model it used after the model is deleted.
+    model_id: uuid.UUID
+    user_message_id: uuid.UUID
+    assistant_message_id: uuid.UUID | None = None
+    status: RunStatus = Field(default=RunStatus.QUEUED, sa_type=String(16))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    attempts: int = 0
+    error_code: str | None = Field(default=None, max_length=64)
+    error_message: str | None = Field(default=None, max_length=500)
+    messages_omitted: int | None = None
+    max_output_tokens: int
+    temperature: float
+    # The worst case held against the owner's budget while the run is queued or running.
+    reserved_usd: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal(24, COST_PLACES))
+    cost_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal(24, COST_PLACES))
+
+
+class RunPublic(SQLModel):
+    """Run metadata: never the conversation's content."""
+
+    id: uuid.UUID
+    thread_id: uuid.UUID
+    agent_id: uuid.UUID
+    model_id: uuid.UUID
+    status: RunStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int = Field(description="Provider calls made for this run, retries included.")
+    error_code: str | None
+    error_message: str | None
+    messages_omitted: int | None = Field(
+        description="Older messages left out of the request to fit the model's context."
+    )
+    cost_usd: Decimal | None
+
+
+class RunsPublic(SQLModel):
+    data: list[RunPublic]
+    count: int
+
+
+class PostedMessage(SQLModel):
+    message: MessagePublic
+    run: RunPublic

@@ -1,0 +1,73 @@
+"""The usage ledger: one append-only row per provider call that reported usage.
+
+Rows copy what they name (model, prices) and have no foreign keys, so past spending never
+changes when users, agents, threads or models go away.
+"""
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Literal
+
+from sqlalchemy import Index
+from sqlmodel import Field, SQLModel
+
+from app.core.db import ExactDecimal, UTCDateTime, utcnow
+from app.models.audit import AuditId
+from app.models.run import COST_PLACES
+from app.modules.ai_models.models import PRICE_PLACES
+
+
+class UsageEntry(SQLModel, table=True):
+    __tablename__ = "usage_ledger"
+    __table_args__ = (Index("ix_usage_ledger_user_id_created_at", "user_id", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=AuditId)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    user_id: uuid.UUID
+    agent_id: uuid.UUID
+    thread_id: uuid.UUID
+    run_id: uuid.UUID = Field(index=True)
+    model_id: uuid.UUID
+    model_provider: str = Field(max_length=50)
+    model_name: str = Field(max_length=200)
+    input_tokens: int
+    output_tokens: int
+    input_price_per_million: Decimal = Field(sa_type=ExactDecimal(18, PRICE_PLACES))
+    output_price_per_million: Decimal = Field(sa_type=ExactDecimal(18, PRICE_PLACES))
+    cost_usd: Decimal = Field(sa_type=ExactDecimal(24, COST_PLACES))
+
+
+UserGroup = Literal["day", "model", "agent"]
+AdminGroup = Literal["day", "model", "agent", "user"]
+
+
+class UsageRow(SQLModel):
+    key: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+    runs: int
+
+
+class UsageTotals(SQLModel):
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+    runs: int
+
+
+class UsageReport(SQLModel):
+    start: date = Field(description="First day counted (UTC).")
+    end: date = Field(description="Last day counted (UTC), inclusive.")
+    group_by: str
+    data: list[UsageRow]
+    totals: UsageTotals
+
+
+class QuotaPublic(SQLModel):
+    monthly_budget_usd: Decimal | None = Field(description="null: unlimited.")
+    spent: Decimal
+    reserved: Decimal
+    remaining: Decimal | None
+    resets_at: datetime

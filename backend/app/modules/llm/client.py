@@ -1,0 +1,292 @@
+"""A synchronous client for OpenAI-compatible chat-completions APIs.
+
+Every failure leaves as an `LLMError` with a stable code and a sentence of our own.
+Upstream bodies can echo prompts, keys or internal detail, so none of their text reaches
+an error message or a log line; logs carry only provider, status and code.
+"""
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Literal, Self
+
+import httpx2
+from pydantic import BaseModel, Field, StrictInt, StrictStr, ValidationError
+
+from app.core.config import ProviderSettings
+
+logger = logging.getLogger("agentry.llm")
+
+LLMErrorCode = Literal[
+    "llm_not_configured",
+    "llm_unavailable",
+    "llm_timeout",
+    "llm_rate_limited",
+    "llm_auth_failed",
+    "llm_bad_request",
+    "llm_bad_response",
+]
+
+_MESSAGES: dict[LLMErrorCode, str] = {
+    "llm_not_configured": "The model's provider is not configured on this server.",
+    "llm_unavailable": "The model provider is unavailable; try again later.",
+    "llm_timeout": "The model provider did not answer in time.",
+    "llm_rate_limited": "The model provider is rate limiting requests; try again later.",
+    "llm_auth_failed": "The model provider refused this server's credentials.",
+    "llm_bad_request": "The model provider refused the request.",
+    "llm_bad_response": "The model provider sent a response that could not be read.",
+}
+_RETRYABLE: frozenset[LLMErrorCode] = frozenset(
+    {"llm_unavailable", "llm_timeout", "llm_rate_limited"}
+)
+
+# A provider asking us to wait longer than this would hold a worker thread for too long;
+# the caller hears the code (and retry_after) at once instead.
+RETRY_AFTER_CAP = 30.0
+# Enough for the worker threads (THREADPOOL_SIZE) to share one provider without queueing
+# behind each other in the common case.
+_LIMITS = httpx2.Limits(max_connections=64, max_keepalive_connections=16, keepalive_expiry=30)
+
+
+class LLMError(Exception):
+    """A model call that failed; `message` never contains upstream text."""
+
+    def __init__(
+        self,
+        code: LLMErrorCode,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.code: LLMErrorCode = code
+        self.message = _MESSAGES[code]
+        self.status_code = status_code  # the upstream HTTP status, when there was one
+        self.retry_after = retry_after  # seconds the provider asked us to wait
+        super().__init__(self.message)
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    content: str
+    input_tokens: int
+    output_tokens: int
+    model: str  # as the provider reports it (may name a dated snapshot)
+    finish_reason: str | None
+
+
+class _Usage(BaseModel):
+    prompt_tokens: StrictInt = Field(ge=0)
+    completion_tokens: StrictInt = Field(ge=0)
+
+
+class _Message(BaseModel):
+    content: StrictStr
+
+
+class _Choice(BaseModel):
+    message: _Message
+    finish_reason: StrictStr | None = None
+
+
+class _CompletionBody(BaseModel):
+    model: StrictStr | None = None
+    choices: list[_Choice] = Field(min_length=1)
+    usage: _Usage
+
+
+class LLMClient:
+    """Shared by worker threads: one connection pool per provider base URL."""
+
+    def __init__(
+        self,
+        *,
+        providers: Mapping[str, ProviderSettings],
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        max_retries: int = 3,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx2.BaseTransport | None = None,
+    ) -> None:
+        if max_retries < 0 or backoff_base < 0 or backoff_max < 0:
+            raise ValueError("max_retries, backoff_base and backoff_max must be >= 0")
+        self._providers = dict(providers)
+        # write gets the read budget: a long prompt may take a while to upload.
+        self._timeout = httpx2.Timeout(
+            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
+        )
+        self._max_retries = max_retries
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._sleep = sleep
+        self._transport = transport
+        self._clients: dict[str, httpx2.Client] = {}
+        self._lock = threading.Lock()
+
+    def complete(
+        self,
+        *,
+        provider: str,
+        model: str,
+        messages: Sequence[ChatMessage],
+        max_tokens: int,
+        temperature: float,
+        on_attempt: Callable[[int], None] | None = None,
+    ) -> Completion:
+        """One chat completion; `on_attempt(n)` runs before each HTTP attempt (1-based)."""
+        config = self._providers.get(provider)
+        if config is None:
+            raise LLMError("llm_not_configured")
+        base_url = config.base_url.rstrip("/")
+        http = self._http_client(base_url)
+        payload = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        headers = {}
+        if config.api_key is not None:
+            headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        attempts = self._max_retries + 1
+        for attempt in range(1, attempts + 1):
+            if on_attempt is not None:
+                on_attempt(attempt)
+            try:
+                response = http.post(f"{base_url}/chat/completions", json=payload, headers=headers)
+            except httpx2.TimeoutException:
+                error = LLMError("llm_timeout")
+            except httpx2.TransportError:
+                error = LLMError("llm_unavailable")
+            else:
+                if response.is_success:
+                    return _read_completion(response, requested_model=model)
+                error = _status_error(response)
+            delay = self._retry_delay(error, attempt) if attempt < attempts else None
+            if delay is None:
+                logger.warning(
+                    "LLM call to %s failed: %s (status %s) after %d attempt(s)",
+                    provider,
+                    error.code,
+                    error.status_code,
+                    attempt,
+                )
+                raise error
+            logger.warning(
+                "LLM call to %s: %s (status %s) on attempt %d of %d; retrying in %.2fs",
+                provider,
+                error.code,
+                error.status_code,
+                attempt,
+                attempts,
+                delay,
+            )
+            self._sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def close(self) -> None:
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
+            client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _http_client(self, base_url: str) -> httpx2.Client:
+        with self._lock:
+            client = self._clients.get(base_url)
+            if client is None:
+                client = httpx2.Client(
+                    timeout=self._timeout, limits=_LIMITS, transport=self._transport
+                )
+                self._clients[base_url] = client
+            return client
+
+    def _retry_delay(self, error: LLMError, attempt: int) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up now."""
+        if error.code not in _RETRYABLE:
+            return None
+        if error.retry_after is not None:
+            return error.retry_after if error.retry_after <= RETRY_AFTER_CAP else None
+        # Full jitter: clients that failed together spread out instead of retrying in step.
+        ceiling = min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1))
+        return random.uniform(0, ceiling)  # noqa: S311 (jitter, not cryptography)
+
+
+def _status_error(response: httpx2.Response) -> LLMError:
+    status = response.status_code
+    code: LLMErrorCode
+    if status == 429:
+        code = "llm_rate_limited"
+    elif status in (401, 403):
+        code = "llm_auth_failed"
+    elif status == 408:
+        code = "llm_timeout"
+    elif status >= 500:
+        code = "llm_unavailable"
+    elif 400 <= status < 500:
+        code = "llm_bad_request"
+    else:  # 1xx/3xx: redirects are not followed, so this is not an answer we can use
+        code = "llm_bad_response"
+    retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+    return LLMError(code, status_code=status, retry_after=retry_after)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as delay-seconds or an HTTP date; None when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # HTTP dates are GMT; a naive result means "-0000"
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return max(seconds, 0.0)
+
+
+def _read_completion(response: httpx2.Response, *, requested_model: str) -> Completion:
+    try:
+        body = _CompletionBody.model_validate_json(response.content)
+    except ValidationError:
+        logger.warning("LLM response unreadable (status %s)", response.status_code)
+        # `from None`: pydantic's error quotes the body, which must not travel with us.
+        raise LLMError("llm_bad_response", status_code=response.status_code) from None
+    choice = body.choices[0]
+    return Completion(
+        content=choice.message.content,
+        input_tokens=body.usage.prompt_tokens,
+        output_tokens=body.usage.completion_tokens,
+        model=body.model or requested_model,
+        finish_reason=choice.finish_reason,
+    )

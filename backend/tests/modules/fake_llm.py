@@ -1,0 +1,170 @@
+"""A scripted OpenAI-compatible server on 127.0.0.1, for tests that call a model.
+
+    with FakeLLM() as fake:
+        fake.script(FakeResponse(status=429, headers={"Retry-After": "2"}), FakeResponse())
+        ...  # point a provider's base_url at fake.base_url
+        assert fake.requests[0].json["model"] == "gpt-test"
+
+Each request takes the next scripted response; once the script is empty every request
+gets a default success (`completion_body()`). It is a real HTTP server, so clients are
+tested with their real transport, pooling and timeouts.
+"""
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+
+DEFAULT_CONTENT = "Hello from the fake model."
+
+
+def completion_body(
+    content: str = DEFAULT_CONTENT,
+    prompt_tokens: int = 12,
+    completion_tokens: int = 7,
+    *,
+    model: str = "fake-model-2025-01-01",
+    finish_reason: str = "stop",
+) -> dict[str, Any]:
+    """A chat-completions success body, as OpenAI shapes it."""
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+@dataclass(frozen=True)
+class FakeResponse:
+    """One scripted answer. `body` (raw bytes) wins over `json`; with neither, a
+    default success body is sent."""
+
+    status: int = 200
+    json: Any = None
+    body: bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering
+
+    def encoded(self) -> bytes:
+        if self.body is not None:
+            return self.body
+        return json.dumps(completion_body() if self.json is None else self.json).encode()
+
+
+def ok(
+    content: str = DEFAULT_CONTENT, prompt_tokens: int = 12, completion_tokens: int = 7
+) -> FakeResponse:
+    return FakeResponse(json=completion_body(content, prompt_tokens, completion_tokens))
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # names lower-cased
+    json: Any  # None when the body was not JSON
+
+
+class FakeLLM:
+    """The server runs in a daemon thread from `start()` (or `with`) to `stop()`."""
+
+    def __init__(self) -> None:
+        self._script: deque[FakeResponse] = deque()
+        self._requests: list[ReceivedRequest] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True  # a delayed answer must not block stop()
+        # A short poll interval: shutdown() waits for one, and every test stops a server.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+        host, port = self._server.server_address[:2]
+        self.base_url = f"http://{host!s}:{port}/v1"
+
+    def script(self, *responses: FakeResponse) -> None:
+        with self._lock:
+            self._script.extend(responses)
+
+    @property
+    def requests(self) -> list[ReceivedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _record(self, request: ReceivedRequest) -> FakeResponse:
+        with self._lock:
+            self._requests.append(request)
+            return self._script.popleft() if self._script else FakeResponse()
+
+
+def _handler_for(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as real providers do
+        # Headers and body leave in two writes; with Nagle on, the body waits ~40 ms for
+        # the client's delayed ACK on every kept-alive request.
+        disable_nagle_algorithm = True
+
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = None
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            response = fake._record(
+                ReceivedRequest(method="POST", path=self.path, headers=headers, json=parsed)
+            )
+            time.sleep(response.delay)
+            payload = response.encoded()
+            try:
+                self.send_response(response.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in response.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout test); nobody is listening
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep test output quiet
+
+    return Handler
