@@ -16,6 +16,7 @@ from app.core.logger import configure_logging
 from app.main import create_app
 from app.modules.ai_models.service import AIModelService
 from app.services.bootstrap_service import BootstrapService
+from app.tasks.celery_app import celery_app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
         "create-superuser", help="create the first superuser from FIRST_SUPERUSER_* settings"
     )
     superuser.set_defaults(handler=_create_superuser)
+
+    worker = commands.add_parser("worker", help="run agent runs from CELERY_BROKER_URL")
+    worker.add_argument("--concurrency", type=int, default=4, help="runs at once (default 4)")
+    worker.set_defaults(handler=_worker)
 
     openapi = commands.add_parser("openapi", help="write the OpenAPI schema")
     openapi.add_argument("file", nargs="?", type=Path, help="where to write (default: stdout)")
@@ -105,6 +110,19 @@ def _create_superuser(_args: argparse.Namespace) -> int:
         return 2
     migrations.upgrade("head")
     _bootstrap()
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    if _refuse_unsafe_settings():
+        return 2
+    if not settings.CELERY_BROKER_URL:
+        print("agentry: set CELERY_BROKER_URL to run workers", file=sys.stderr)
+        return 2
+    migrations.upgrade("head")
+    celery_app.worker_main(
+        ["worker", "--loglevel=INFO", f"--concurrency={args.concurrency}", "--pool=threads"]
+    )
     return 0
 
 

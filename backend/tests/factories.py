@@ -12,6 +12,7 @@ from app.models.agent import Agent
 from app.models.auth import LoginSession
 from app.models.run import Run, RunStatus
 from app.models.thread import Message, MessageRole, Thread
+from app.models.usage import UsageEntry
 from app.models.user import User
 from app.modules.ai_models.models import AIModel
 
@@ -159,3 +160,33 @@ def create_run(
     session.add(run)
     session.commit()
     return run
+
+
+def create_usage(
+    session: Session,
+    *,
+    user: User,
+    cost: str,
+    at: datetime,
+    model_name: str = "gpt-test",
+    tokens: tuple[int, int] = (10, 5),
+) -> UsageEntry:
+    """A ledger row as a billed call leaves it (the ids it names need not exist)."""
+    entry = UsageEntry(
+        created_at=at,
+        user_id=user.id,
+        agent_id=uuid.uuid4(),
+        thread_id=uuid.uuid4(),
+        run_id=uuid.uuid4(),
+        model_id=uuid.uuid4(),
+        model_provider="openai",
+        model_name=model_name,
+        input_tokens=tokens[0],
+        output_tokens=tokens[1],
+        input_price_per_million=Decimal("1"),
+        output_price_per_million=Decimal("2"),
+        cost_usd=Decimal(cost),
+    )
+    session.add(entry)
+    session.commit()
+    return entry

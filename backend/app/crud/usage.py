@@ -58,8 +58,7 @@ def _group_key(group_by: str, dialect: str) -> Any:
     if group_by == "day":
         if dialect == "sqlite":
             return func.substr(cast(UsageEntry.created_at, String), 1, 10)
-        return func.to_char(col(UsageEntry.created_at).op("AT TIME ZONE")("UTC"), "YYYY-MM-DD")
+        return func.to_char(func.timezone("UTC", col(UsageEntry.created_at)), "YYYY-MM-DD")
     if group_by == "model":  # the names the row copied: readable after the model is gone
         return col(UsageEntry.model_provider) + "/" + col(UsageEntry.model_name)
-    column = col(UsageEntry.agent_id) if group_by == "agent" else col(UsageEntry.user_id)
-    return cast(column, String)
+    return col(UsageEntry.agent_id) if group_by == "agent" else col(UsageEntry.user_id)

@@ -8,7 +8,13 @@ from sqlmodel import Session, select
 from app.core.db import utcnow
 from app.models.thread import Message, Thread
 from app.models.user import User
-from tests.factories import create_agent, create_message, create_thread, create_user
+from tests.factories import (
+    create_agent,
+    create_ai_model,
+    create_message,
+    create_thread,
+    create_user,
+)
 
 
 def messages_url(thread: Thread) -> str:
@@ -17,7 +23,8 @@ def messages_url(thread: Thread) -> str:
 
 @pytest.fixture
 def thread(db: Session, user: User) -> Thread:
-    return create_thread(db, owner=user, agent=create_agent(db, owner=user))
+    agent = create_agent(db, owner=user, model=create_ai_model(db))
+    return create_thread(db, owner=user, agent=agent)
 
 
 class TestPostMessage:
@@ -28,8 +35,8 @@ class TestPostMessage:
         response = client.post(
             messages_url(thread), headers=user_headers, json={"content": content}
         )
-        assert response.status_code == 201
-        body = response.json()
+        assert response.status_code == 202
+        body = response.json()["message"]
         assert body["role"] == "user"
         assert body["content"] == content
         stored = db.get(Message, uuid.UUID(body["id"]))
@@ -44,7 +51,8 @@ class TestPostMessage:
     def test_a_given_title_is_kept(
         self, client: TestClient, db: Session, user: User, user_headers: dict[str, str]
     ) -> None:
-        titled = create_thread(db, owner=user, agent=create_agent(db, owner=user), title="Mine")
+        agent = create_agent(db, owner=user, model=create_ai_model(db))
+        titled = create_thread(db, owner=user, agent=agent, title="Mine")
         client.post(messages_url(titled), headers=user_headers, json={"content": "hi"})
         db.refresh(titled)
         assert titled.title == "Mine"

@@ -292,6 +292,14 @@ class TestFailures:
         assert error.code == "llm_bad_response"
         assert len(fake_llm.requests) == 1  # an answer that arrived is not retried
 
+    def test_undecodable_body_is_a_bad_response(
+        self, make_client: MakeClient, fake_llm: FakeLLM
+    ) -> None:
+        fake_llm.script(FakeResponse(body=b"not gzip", headers={"Content-Encoding": "gzip"}))
+
+        assert fail(make_client()).code == "llm_bad_response"
+        assert len(fake_llm.requests) == 1
+
     def test_missing_usage_is_a_bad_response(
         self, make_client: MakeClient, fake_llm: FakeLLM
     ) -> None:

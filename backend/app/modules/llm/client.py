@@ -171,6 +171,8 @@ class LLMClient:
                 error = LLMError("llm_timeout")
             except httpx2.TransportError:
                 error = LLMError("llm_unavailable")
+            except httpx2.DecodingError:  # a body its Content-Encoding cannot undo
+                error = LLMError("llm_bad_response")
             else:
                 if response.is_success:
                     return _read_completion(response, requested_model=model)

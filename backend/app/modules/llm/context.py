@@ -14,10 +14,12 @@ from app.modules.llm.client import ChatMessage
 # Role markers and separators that chat templates wrap around every message; OpenAI
 # documents 3-4 tokens per message.
 MESSAGE_OVERHEAD_TOKENS = 4
-# BPE tokenizers average ~4 characters (bytes) per token for English, and CJK characters
-# (3 UTF-8 bytes each) take 1-2 tokens; a token per 3 bytes over-counts both, and every
-# other script between them. The exception is rare text a tokenizer falls back to single
-# bytes for (unusual emoji, binary noise), which MESSAGE_OVERHEAD_TOKENS only partly absorbs.
+# English and other Latin-script text average ~4 bytes per token with BPE tokenizers, and
+# Cyrillic or Greek (2-byte letters) about two letters per token, so a token per 3 bytes
+# over-counts them. A common CJK character is 3 bytes and about one token (cl100k; o200k
+# needs fewer), which this matches rather than exceeds; rare characters and emoji that fall
+# back to byte tokens can cost more. Only MESSAGE_OVERHEAD_TOKENS and the part of the
+# window a reply leaves unused absorb that: an exact count needs the provider's tokenizer.
 BYTES_PER_TOKEN = 3
 
 

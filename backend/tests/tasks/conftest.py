@@ -1,0 +1,63 @@
+"""Execution tests run against committed rows (workers use their own connections), so
+every test here cleans up what it made."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import delete
+from sqlmodel import Session, col
+
+from app.core.db import engine
+from app.models.agent import Agent
+from app.models.thread import Thread
+from app.models.usage import UsageEntry
+from app.models.user import User
+from app.modules.ai_models.models import AIModel
+from tests.factories import auth_headers, create_agent, create_ai_model, create_thread, create_user
+from tests.modules.fake_llm import FakeLLM
+
+
+@dataclass
+class Committed:
+    user: User
+    headers: dict[str, str]
+    model: AIModel
+    agent: Agent
+    threads: list[Thread]
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLLM]:
+    with FakeLLM() as fake:
+        yield fake
+
+
+@pytest.fixture
+def committed() -> Iterator[Committed]:
+    with Session(engine, expire_on_commit=False) as session:
+        user = create_user(session)
+        user.monthly_budget_usd = Decimal("0.005")
+        session.add(user)
+        model = create_ai_model(
+            session,
+            provider="openai",
+            max_output_tokens=1_000,
+            input_price_per_million=Decimal(0),
+            output_price_per_million=Decimal(1),
+        )
+        agent = create_agent(session, owner=user, model=model)
+        agent.max_output_tokens = 1_000
+        session.add(agent)
+        session.commit()
+        threads = [create_thread(session, owner=user, agent=agent) for _ in range(12)]
+        headers = auth_headers(session, user=user)
+    try:
+        yield Committed(user=user, headers=headers, model=model, agent=agent, threads=threads)
+    finally:
+        with Session(engine) as session:
+            session.execute(delete(UsageEntry).where(col(UsageEntry.user_id) == user.id))
+            session.execute(delete(User).where(col(User.id) == user.id))  # cascades
+            session.execute(delete(AIModel).where(col(AIModel.id) == model.id))
+            session.commit()

@@ -1,0 +1,199 @@
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import redis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from app.core.config import ProviderSettings, settings
+from app.core.db import engine, utcnow
+from app.core.throttle import connect_redis
+from app.main import create_app
+from app.models.run import Run, RunStatus
+from app.models.thread import Message
+from app.models.usage import UsageEntry
+from app.modules.llm.client import LLMClient
+from app.tasks.celery_app import celery_app
+from app.tasks.dispatch import CeleryDispatcher, ThreadPoolDispatcher
+from app.tasks.resources import default_session
+from app.tasks.runs import recover_interrupted_runs
+from tests.factories import create_message, create_run
+from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
+from tests.tasks.conftest import Committed
+
+TEST_BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL") or "redis://127.0.0.1:6379/14"
+
+
+def wait_for_run(client: TestClient, run_id: str, headers: dict[str, str]) -> dict[str, object]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        run: dict[str, object] = client.get(f"/api/v1/runs/{run_id}", headers=headers).json()
+        if run["status"] not in ("queued", "running"):
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not finish")
+
+
+def real_app(dispatcher: object) -> FastAPI:
+    app = create_app()
+    app.state.run_dispatcher = dispatcher
+    return app
+
+
+class _Parked:
+    def dispatch(self, run_id: uuid.UUID) -> None:
+        pass
+
+    def recover(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_thread_pool_runs_a_conversation_turn(committed: Committed, fake_llm: FakeLLM) -> None:
+    fake_llm.script(FakeResponse(json=completion_body("Pong.", 5, 3)))
+    llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
+    app = real_app(ThreadPoolDispatcher(workers=2, llm=llm))
+    thread = committed.threads[0]
+    with TestClient(app) as client:
+        posted = client.post(
+            f"/api/v1/threads/{thread.id}/messages",
+            headers=committed.headers,
+            json={"content": "Ping?"},
+        )
+        assert posted.status_code == 202
+        run = wait_for_run(client, posted.json()["run"]["id"], committed.headers)
+    assert run["status"] == "succeeded"
+    with Session(engine) as session:
+        answers = session.exec(select(Message).where(Message.thread_id == thread.id)).all()
+        assert sorted(m.content for m in answers) == ["Ping?", "Pong."]
+        [entry] = session.exec(select(UsageEntry).where(UsageEntry.thread_id == thread.id)).all()
+        assert entry.cost_usd == Decimal("0.000003000000")
+
+
+def test_interrupted_runs_are_failed_and_queued_ones_returned(committed: Committed) -> None:
+    thread_a, thread_b = committed.threads[:2]
+    with Session(engine, expire_on_commit=False) as session:
+        stuck = create_run(
+            session,
+            thread=thread_a,
+            agent=committed.agent,
+            message=create_message(session, thread=thread_a),
+            status=RunStatus.RUNNING,
+            reserved_usd=Decimal("0.001"),
+        )
+        stuck.started_at = utcnow() - timedelta(seconds=settings.RUN_TIME_LIMIT_SECONDS * 3)
+        session.add(stuck)
+        session.commit()
+        waiting = create_run(
+            session,
+            thread=thread_b,
+            agent=committed.agent,
+            message=create_message(session, thread=thread_b),
+        )
+    queued = recover_interrupted_runs(session_factory=default_session)
+    assert waiting.id in queued
+    with Session(engine) as session:
+        failed = session.get(Run, stuck.id)
+        assert failed is not None
+        assert (failed.status, failed.error_code) == (RunStatus.FAILED, "run_interrupted")
+        assert failed.reserved_usd == 0
+
+
+@pytest.mark.skipif(engine.dialect.name != "postgresql", reason="needs concurrent writers")
+def test_concurrent_posts_never_reserve_past_the_budget(committed: Committed) -> None:
+    """Twelve posts at once, each reserving $0.001 (1,000 output tokens at $1/M) against a
+    $0.005 budget: exactly five get in."""
+    app = real_app(_Parked())
+    barrier = threading.Barrier(len(committed.threads))
+    statuses: list[int] = []
+    with TestClient(app) as client:
+
+        def post(thread_id: uuid.UUID) -> None:
+            barrier.wait()
+            response = client.post(
+                f"/api/v1/threads/{thread_id}/messages",
+                headers=committed.headers,
+                json={"content": "hi"},
+            )
+            statuses.append(response.status_code)
+
+        workers = [threading.Thread(target=post, args=(t.id,)) for t in committed.threads]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    assert sorted(statuses) == [202] * 5 + [402] * 7
+    with Session(engine) as session:
+        runs = session.exec(select(Run).where(Run.owner_id == committed.user.id)).all()
+        assert len(runs) == 5
+        assert sum((r.reserved_usd for r in runs), Decimal(0)) <= Decimal("0.005")
+
+
+@pytest.fixture
+def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    client = connect_redis(TEST_BROKER_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis for Celery is unreachable ({type(exc).__name__})")
+        pytest.skip("Redis for Celery is unreachable")
+    client.flushdb()  # this test's own database: no tasks left from an earlier run
+    monkeypatch.setattr(celery_app.conf, "broker_url", TEST_BROKER_URL)
+    yield TEST_BROKER_URL
+    client.flushdb()
+    client.close()
+
+
+def test_a_celery_worker_runs_a_conversation_turn(
+    committed: Committed, fake_llm: FakeLLM, broker: str
+) -> None:
+    fake_llm.script(FakeResponse(json=completion_body("From the worker.", 7, 4)))
+    env = {
+        **os.environ,
+        "CELERY_BROKER_URL": broker,
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "LLM_PROVIDERS__OPENAI__BASE_URL": fake_llm.base_url,
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", "--concurrency", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        thread = committed.threads[0]
+        with TestClient(real_app(CeleryDispatcher())) as client:
+            posted = client.post(
+                f"/api/v1/threads/{thread.id}/messages",
+                headers=committed.headers,
+                json={"content": "Who answers?"},
+            )
+            assert posted.status_code == 202
+            run = wait_for_run(client, posted.json()["run"]["id"], committed.headers)
+        assert run["status"] == "succeeded", run
+        with Session(engine) as session:
+            contents = session.exec(
+                select(Message.content).where(Message.thread_id == thread.id)
+            ).all()
+            assert sorted(contents) == ["From the worker.", "Who answers?"]
+            ledger = session.exec(select(UsageEntry).where(UsageEntry.thread_id == thread.id))
+            assert len(ledger.all()) == 1
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
