@@ -190,3 +190,16 @@ def create_usage(
     session.add(entry)
     session.commit()
     return entry
+
+
+class ParkedDispatcher:
+    """Delivers nothing: runs stay queued, as they would behind a slow worker."""
+
+    def dispatch(self, run_id: uuid.UUID) -> None:
+        pass
+
+    def recover(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

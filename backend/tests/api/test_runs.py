@@ -19,7 +19,14 @@ from app.modules.ai_models.models import AIModel
 from app.modules.llm.client import LLMClient
 from app.tasks.dispatch import InlineDispatcher
 from app.tasks.runs import execute_run
-from tests.factories import create_agent, create_ai_model, create_thread, create_user
+from tests.factories import (
+    ParkedDispatcher,
+    auth_headers,
+    create_agent,
+    create_ai_model,
+    create_thread,
+    create_user,
+)
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
 
 
@@ -228,7 +235,7 @@ class TestRefusedPosts:
     def test_one_active_run_per_thread(
         self, app: FastAPI, db: Session, thread: Thread, user_headers: dict[str, str]
     ) -> None:
-        app.state.run_dispatcher = _Parked()  # leaves runs queued
+        app.state.run_dispatcher = ParkedDispatcher()  # leaves runs queued
         with TestClient(app) as client:
             assert post(client, thread, user_headers).status_code == 202
             second = post(client, thread, user_headers, "again")
@@ -271,7 +278,7 @@ class TestCancel:
     def test_a_queued_run_can_be_cancelled_once(
         self, app: FastAPI, db: Session, thread: Thread, user_headers: dict[str, str]
     ) -> None:
-        app.state.run_dispatcher = _Parked()
+        app.state.run_dispatcher = ParkedDispatcher()
         with TestClient(app) as client:
             run_id = post(client, thread, user_headers).json()["run"]["id"]
             cancelled = client.post(f"/api/v1/runs/{run_id}/cancel", headers=user_headers)
@@ -292,10 +299,8 @@ class TestCancel:
         user_headers: dict[str, str],
         superuser_headers: dict[str, str],
     ) -> None:
-        app.state.run_dispatcher = _Parked()
+        app.state.run_dispatcher = ParkedDispatcher()
         other = create_user(db)
-        from tests.factories import auth_headers
-
         with TestClient(app) as client:
             run_id = post(client, thread, user_headers, "private words").json()["run"]["id"]
             stranger = client.get(f"/api/v1/runs/{run_id}", headers=auth_headers(db, user=other))
@@ -305,19 +310,6 @@ class TestCancel:
         assert admin.status_code == 200
         assert "private words" not in admin.text
         assert runs.status_code == 404  # the thread itself stays private
-
-
-class _Parked:
-    """Delivers nothing: runs stay queued, as they would with a slow worker."""
-
-    def dispatch(self, run_id: uuid.UUID) -> None:
-        pass
-
-    def recover(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def test_thread_runs_are_listed_newest_first(

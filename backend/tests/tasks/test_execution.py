@@ -26,7 +26,7 @@ from app.tasks.celery_app import celery_app
 from app.tasks.dispatch import CeleryDispatcher, ThreadPoolDispatcher
 from app.tasks.resources import default_session
 from app.tasks.runs import recover_interrupted_runs
-from tests.factories import create_message, create_run
+from tests.factories import ParkedDispatcher, create_message, create_run
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
 from tests.tasks.conftest import Committed
 
@@ -47,17 +47,6 @@ def real_app(dispatcher: object) -> FastAPI:
     app = create_app()
     app.state.run_dispatcher = dispatcher
     return app
-
-
-class _Parked:
-    def dispatch(self, run_id: uuid.UUID) -> None:
-        pass
-
-    def recover(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def test_thread_pool_runs_a_conversation_turn(committed: Committed, fake_llm: FakeLLM) -> None:
@@ -114,7 +103,7 @@ def test_interrupted_runs_are_failed_and_queued_ones_returned(committed: Committ
 def test_concurrent_posts_never_reserve_past_the_budget(committed: Committed) -> None:
     """Twelve posts at once, each reserving $0.001 (1,000 output tokens at $1/M) against a
     $0.005 budget: exactly five get in."""
-    app = real_app(_Parked())
+    app = real_app(ParkedDispatcher())
     barrier = threading.Barrier(len(committed.threads))
     statuses: list[int] = []
     with TestClient(app) as client:
