@@ -231,6 +231,22 @@ class TestConversationTurn:
         assert len(answers) == 1
 
 
+def test_a_message_too_long_for_the_model_fails_the_run_without_a_call(
+    run_app: FastAPI,
+    db: Session,
+    user: User,
+    user_headers: dict[str, str],
+    fake_llm: FakeLLM,
+) -> None:
+    tiny = create_ai_model(db, context_window=600, max_output_tokens=100)
+    thread = create_thread(db, owner=user, agent=create_agent(db, owner=user, model=tiny))
+    with TestClient(run_app) as client:
+        run_id = post(client, thread, user_headers, "word " * 1_000).json()["run"]["id"]
+        run = client.get(f"/api/v1/runs/{run_id}", headers=user_headers).json()
+    assert (run["status"], run["error_code"], run["attempts"]) == ("failed", "context_too_long", 0)
+    assert fake_llm.requests == []
+
+
 class TestRefusedPosts:
     def test_one_active_run_per_thread(
         self, app: FastAPI, db: Session, thread: Thread, user_headers: dict[str, str]

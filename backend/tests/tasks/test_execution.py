@@ -186,3 +186,32 @@ def test_a_celery_worker_runs_a_conversation_turn(
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
+
+
+def test_a_run_cancelled_while_the_provider_works_is_billed_but_not_answered(
+    committed: Committed, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script(FakeResponse(json=completion_body("Too late.", 9, 6), delay=1.5))
+    llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
+    app = real_app(ThreadPoolDispatcher(workers=1, llm=llm))
+    thread = committed.threads[0]
+    with TestClient(app) as client:
+        run_id = client.post(
+            f"/api/v1/threads/{thread.id}/messages",
+            headers=committed.headers,
+            json={"content": "Slow question"},
+        ).json()["run"]["id"]
+        deadline = time.monotonic() + 10
+        while not fake_llm.requests and time.monotonic() < deadline:
+            time.sleep(0.02)  # wait until the provider has the request
+        cancelled = client.post(f"/api/v1/runs/{run_id}/cancel", headers=committed.headers)
+        assert cancelled.status_code == 200
+        app.state.run_dispatcher.pool.shutdown(wait=True)  # let the call come back
+        run = client.get(f"/api/v1/runs/{run_id}", headers=committed.headers).json()
+    assert run["status"] == "cancelled"
+    assert Decimal(run["cost_usd"]) == Decimal("0.000006000000")  # 6 output tokens at $1/M
+    with Session(engine) as session:
+        contents = session.exec(select(Message.content).where(Message.thread_id == thread.id))
+        assert contents.all() == ["Slow question"]
+        ledger = session.exec(select(UsageEntry).where(UsageEntry.thread_id == thread.id)).all()
+        assert [entry.output_tokens for entry in ledger] == [6]
