@@ -4,7 +4,7 @@ from datetime import datetime
 from sqlmodel import Field, SQLModel
 
 from app.core.db import UTCDateTime, utcnow
-from app.models.types import Input
+from app.core.types import Input
 
 
 class AgentBase(SQLModel):

@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlmodel import Field, SQLModel
 
 from app.core.db import UTCDateTime, utcnow
-from app.models.types import Email, Input, NewPassword
+from app.core.types import Email, Input, NewPassword
 
 TOKEN_HASH_LENGTH = 64  # hex SHA-256
 

@@ -7,7 +7,7 @@ from sqlalchemy import Index, String, Text
 from sqlmodel import Field, SQLModel
 
 from app.core.db import ExactDecimal, UTCDateTime, utcnow
-from app.models.types import Input
+from app.core.types import Input
 
 
 class Thread(SQLModel, table=True):

@@ -5,7 +5,7 @@ from decimal import Decimal
 from sqlmodel import Field, SQLModel
 
 from app.core.db import ExactDecimal, UTCDateTime, utcnow
-from app.models.types import (
+from app.core.types import (
     EMAIL_MAX_LENGTH,
     Budget,
     Email,

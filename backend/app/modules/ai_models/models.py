@@ -8,14 +8,14 @@ from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.core.db import ExactDecimal, UTCDateTime, utcnow
-from app.models.types import Input
+from app.core.types import Input
 
 PRICE_PLACES = 6
 PROVIDER_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,49}$"
 
 
 class AIModelBase(SQLModel):
-    provider: str = Field(min_length=1, max_length=50, regex=PROVIDER_PATTERN)
+    provider: str = Field(min_length=1, max_length=50, schema_extra={"pattern": PROVIDER_PATTERN})
     name: str = Field(min_length=1, max_length=200, description="The provider's model id.")
     display_name: str = Field(min_length=1, max_length=200)
     context_window: int = Field(ge=1, le=100_000_000, description="Tokens in and out.")
@@ -63,9 +63,6 @@ def check_output_fits(*, context_window: int, max_output_tokens: int) -> None:
 
 class AIModelCreate(AIModelBase, Input):
     """A superuser adds a model to the catalog."""
-
-    # SQLModel drops the base's `regex=` (a pydantic v1 name), so the slug rule is restated.
-    provider: str = Field(min_length=1, max_length=50, schema_extra={"pattern": PROVIDER_PATTERN})
 
     @field_validator("input_price_per_million", "output_price_per_million")
     @classmethod
