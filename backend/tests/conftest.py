@@ -33,6 +33,7 @@ from app.models.user import User  # noqa: E402
 from app.modules.llm.client import LLMClient  # noqa: E402
 from app.tasks.dispatch import InlineDispatcher  # noqa: E402
 from tests.factories import auth_headers, create_user  # noqa: E402
+from tests.modules.fake_llm import FakeLLM  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -136,6 +137,13 @@ def redis_client() -> Iterator[redis.Redis]:
 @pytest.fixture
 def key_prefix() -> str:
     return f"agentry-test:{uuid.uuid4().hex}:"
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLLM]:
+    """A real chat-completions server on 127.0.0.1 with scripted answers."""
+    with FakeLLM() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -119,6 +119,14 @@ class RunService:
         return run
 
 
+def conversation(*, session: Session, thread: Thread) -> list[ChatMessage]:
+    """A thread's recent messages as the provider receives them, oldest first."""
+    return [
+        ChatMessage(role=str(m.role), content=m.content)
+        for m in thread_crud.recent_messages(session=session, thread=thread, limit=HISTORY_LIMIT)
+    ]
+
+
 def _estimate_input(
     *,
     session: Session,
@@ -131,10 +139,7 @@ def _estimate_input(
     """Input tokens the run will most likely send: the context it will fit, estimated
     conservatively. A conversation that cannot fit is priced at its newest message; the
     run will fail without calling the provider."""
-    history = [
-        ChatMessage(role=str(m.role), content=m.content)
-        for m in thread_crud.recent_messages(session=session, thread=thread, limit=HISTORY_LIMIT)
-    ]
+    history = conversation(session=session, thread=thread)
     history.append(ChatMessage(role=MessageRole.USER.value, content=new_content))
     try:
         fitted = fit_context(

@@ -18,7 +18,6 @@ from sqlmodel import Session
 from app.core.config import settings
 from app.core.db import utcnow
 from app.crud import run as run_crud
-from app.crud import thread as thread_crud
 from app.crud import usage as usage_crud
 from app.models.agent import Agent
 from app.models.run import Run, RunStatus
@@ -28,7 +27,7 @@ from app.modules.ai_models.manager import model_manager
 from app.modules.ai_models.models import AIModel
 from app.modules.llm.client import ChatMessage, Completion, LLMClient, LLMError
 from app.modules.llm.context import ContextTooLong, fit_context
-from app.services.run_service import HISTORY_LIMIT
+from app.services.run_service import conversation
 
 logger = logging.getLogger("agentry.runs")
 
@@ -40,7 +39,6 @@ class _Prepared:
     run: Run
     model: AIModel
     messages: list[ChatMessage]
-    omitted: int
 
 
 class _RunFailedError(Exception):
@@ -101,16 +99,10 @@ def _claim_and_prepare(run_id: uuid.UUID, session_factory: SessionFactory) -> _P
             raise _RunFailedError(
                 "model_unavailable", "The agent's model is no longer in the catalog"
             )
-        history = [
-            ChatMessage(role=str(m.role), content=m.content)
-            for m in thread_crud.recent_messages(
-                session=session, thread=thread, limit=HISTORY_LIMIT
-            )
-        ]
         try:
             fitted = fit_context(
                 instructions=agent.instructions,
-                history=history,
+                history=conversation(session=session, thread=thread),
                 context_window=model.context_window,
                 max_output_tokens=run.max_output_tokens,
             )
@@ -120,7 +112,7 @@ def _claim_and_prepare(run_id: uuid.UUID, session_factory: SessionFactory) -> _P
             ) from error
         run_crud.note_context(session=session, run_id=run_id, omitted=fitted.omitted)
         session.commit()  # the transaction ends here: the provider call comes next
-        return _Prepared(run=run, model=model, messages=fitted.messages, omitted=fitted.omitted)
+        return _Prepared(run=run, model=model, messages=fitted.messages)
 
 
 def _fail(

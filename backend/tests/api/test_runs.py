@@ -4,6 +4,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 
+import httpx2
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -28,12 +29,6 @@ from tests.factories import (
     create_user,
 )
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
-
-
-@pytest.fixture
-def fake_llm() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -81,7 +76,9 @@ def thread(db: Session, user: User, agent: Agent) -> Thread:
     return create_thread(db, owner=user, agent=agent)
 
 
-def post(client: TestClient, thread: Thread, headers: dict[str, str], content: str = "Hi"):  # type: ignore[no-untyped-def]
+def post(
+    client: TestClient, thread: Thread, headers: dict[str, str], content: str = "Hi"
+) -> httpx2.Response:
     return client.post(
         f"/api/v1/threads/{thread.id}/messages", headers=headers, json={"content": content}
     )

@@ -36,12 +36,6 @@ class Recorder:
 
 
 @pytest.fixture
-def fake_llm() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
-
-
-@pytest.fixture
 def sleeps() -> Recorder:
     return Recorder()
 

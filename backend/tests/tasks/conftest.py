@@ -16,7 +16,6 @@ from app.models.usage import UsageEntry
 from app.models.user import User
 from app.modules.ai_models.models import AIModel
 from tests.factories import auth_headers, create_agent, create_ai_model, create_thread, create_user
-from tests.modules.fake_llm import FakeLLM
 
 
 @dataclass
@@ -26,12 +25,6 @@ class Committed:
     model: AIModel
     agent: Agent
     threads: list[Thread]
-
-
-@pytest.fixture
-def fake_llm() -> Iterator[FakeLLM]:
-    with FakeLLM() as fake:
-        yield fake
 
 
 @pytest.fixture
