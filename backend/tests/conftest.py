@@ -4,6 +4,7 @@ SQLite (a temporary file) by default; PostgreSQL when TEST_DATABASE_URL is set.
 """
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,9 +32,11 @@ from app.core.throttle import connect_redis  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.models.user import User  # noqa: E402
 from app.modules.llm.client import LLMClient  # noqa: E402
+from app.services.run_runtime import RunPolicy  # noqa: E402
 from app.tasks.dispatch import InlineDispatcher  # noqa: E402
 from tests.factories import auth_headers, create_user  # noqa: E402
 from tests.modules.fake_llm import FakeLLM  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -98,7 +101,9 @@ def make_app(session_factory: Callable[[], Session]) -> AppFactory:
         application = create_app(config)
         application.dependency_overrides[get_session] = session_in_test_transaction
         application.state.run_dispatcher = InlineDispatcher(
-            llm=LLMClient(providers={}), session_factory=session_factory
+            llm=LLMClient(providers={}),
+            policy=RunPolicy.from_settings(config),
+            session_factory=session_factory,
         )
         return application
 
@@ -164,3 +169,16 @@ def superuser(db: Session) -> User:
 @pytest.fixture
 def superuser_headers(db: Session, superuser: User) -> dict[str, str]:
     return auth_headers(db, user=superuser)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server on a free port, for tests that stop, kill or freeze it."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        message = "redis-server is not on PATH"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with RedisServer(executable=executable) as server:
+        yield server

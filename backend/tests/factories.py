@@ -1,11 +1,14 @@
 """Rows for tests, made the way the app makes them. Keyword-only; objects, not ids."""
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlmodel import Session
 
+from app.core.config import settings
 from app.core.db import utcnow
 from app.core.security import create_access_token, hash_password
 from app.models.agent import Agent
@@ -15,6 +18,7 @@ from app.models.thread import Message, MessageRole, Thread
 from app.models.usage import UsageEntry
 from app.models.user import User
 from app.modules.ai_models.models import AIModel
+from app.services.run_runtime import RunPolicy
 
 PASSWORD = "a long and unusual passphrase"
 
@@ -144,8 +148,14 @@ def create_run(
     message: Message,
     status: RunStatus = RunStatus.QUEUED,
     reserved_usd: Decimal = Decimal(0),
+    lease_owner: str | None = None,
+    lease_expires_at: datetime | None = None,
+    created_at: datetime | None = None,
 ) -> Run:
+    """A run as RunService.post would leave it, priced at the agent's model."""
     assert agent.model_id is not None
+    model = session.get(AIModel, agent.model_id)
+    assert model is not None
     run = Run(
         thread_id=thread.id,
         owner_id=thread.owner_id,
@@ -155,7 +165,14 @@ def create_run(
         status=status,
         max_output_tokens=100,
         temperature=agent.temperature,
+        instructions=agent.instructions,
+        context_window=model.context_window,
+        input_price_per_million=model.input_price_per_million,
+        output_price_per_million=model.output_price_per_million,
         reserved_usd=reserved_usd,
+        lease_owner=lease_owner,
+        lease_expires_at=lease_expires_at,
+        created_at=created_at or utcnow(),
     )
     session.add(run)
     session.commit()
@@ -192,8 +209,15 @@ def create_usage(
     return entry
 
 
+def run_policy(**changes: Any) -> RunPolicy:
+    """The run timings of the test settings, with `changes` (RunPolicy fields)."""
+    return replace(RunPolicy.from_settings(settings), **changes)
+
+
 class ParkedDispatcher:
     """Delivers nothing: runs stay queued, as they would behind a slow worker."""
+
+    policy = RunPolicy.from_settings(settings)
 
     def dispatch(self, run_id: uuid.UUID) -> None:
         pass

@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     CELERY_BROKER_URL: str | None = None
     RUN_WORKERS: int = Field(default=4, ge=1, le=256)
     RUN_TIME_LIMIT_SECONDS: int = Field(default=300, ge=10, le=3600)
+    # A claimed run's lease, renewed every third of it while the run executes; a run
+    # whose process died is failed within one lease plus one sweep interval.
+    RUN_LEASE_SECONDS: int = Field(default=30, ge=3, le=3600)
+    RUN_SWEEP_INTERVAL_SECONDS: float = Field(default=5.0, ge=0.1, le=600)
+    # A queued run nobody took is delivered again after this, then twice as long, ...
+    RUN_REDELIVER_SECONDS: int = Field(default=30, ge=1, le=3600)
+    RUN_QUEUE_TIMEOUT_SECONDS: int = Field(default=900, ge=10, le=7 * 86_400)
+    CELERY_PUBLISH_TIMEOUT_SECONDS: float = Field(default=3.0, gt=0, le=60)
     LLM_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0, le=60)
     LLM_READ_TIMEOUT: float = Field(default=120.0, gt=0, le=1800)
     LLM_MAX_RETRIES: int = Field(default=3, ge=0, le=10)

@@ -2,10 +2,20 @@
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, Numeric, String, TypeDecorator, event, func
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Engine,
+    Integer,
+    Numeric,
+    String,
+    TypeDecorator,
+    event,
+    func,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeEngine
@@ -16,6 +26,11 @@ from app.core.config import Settings, settings
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# Wide enough for any ExactDecimal column and for sums of millions of them: the default
+# context (28 digits) would round a 38-digit cost.
+_WIDE = Context(prec=80)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -64,17 +79,24 @@ class ExactDecimal(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None:
             return None
-        exact = Decimal(value)
-        if exact != exact.quantize(self.quantum):
+        with localcontext(_WIDE):
+            exact = Decimal(value)
+            quantized = exact.quantize(self.quantum)
+        if exact != quantized:
             raise ValueError(f"{value} has more than {self.scale} decimal places")
-        quantized = exact.quantize(self.quantum)
+        if quantized.adjusted() >= self.precision - self.scale:
+            raise ValueError(f"{value} does not fit {self.precision} digits")
         return str(quantized) if dialect.name == "sqlite" else quantized
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
-        return Decimal(value).quantize(self.quantum)
+        with localcontext(_WIDE):
+            return Decimal(value).quantize(self.quantum)
 
+
+# Token counts: 64-bit (SQLite's INTEGER is 64-bit already, and says so when reflected).
+TokenCount = BigInteger().with_variant(Integer(), "sqlite")
 
 EXACT_SUM = "exact_sum"
 
@@ -87,7 +109,7 @@ class _DecimalSum:
 
     def step(self, value: str | None) -> None:
         if value is not None:
-            self.total += Decimal(value)
+            self.total = _WIDE.add(self.total, Decimal(value))
 
     def finalize(self) -> str:
         return str(self.total)

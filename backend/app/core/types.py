@@ -11,6 +11,17 @@ PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 128
 EMAIL_MAX_LENGTH = 254
 
+# Money is exact decimal USD. Prices are per million tokens; costs carry COST_PLACES
+# places in columns of COST_DIGITS digits, wide enough for the cost of MAX_REPORTED_TOKENS
+# in and out at the highest price the catalog accepts (10**21 USD needs 22 of their 26
+# integer digits), so no price and token count that storage takes can overflow it.
+PRICE_DIGITS = 18
+PRICE_PLACES = 6
+COST_DIGITS = 38
+COST_PLACES = 12
+# Token counts a provider reports are recorded up to this; beyond it they are clamped.
+MAX_REPORTED_TOKENS = 10**15
+
 _COMMON_PASSWORDS = frozenset(
     line.strip().lower()
     for line in (Path(__file__).parent / "common_passwords.txt").read_text().splitlines()
@@ -38,7 +49,7 @@ NewPassword = Annotated[
 # What a person types to prove who they are: bounded, never judged.
 GivenPassword = Annotated[str, StringConstraints(min_length=1, max_length=PASSWORD_MAX_LENGTH)]
 # A monthly budget in USD: exact, non-negative, at most cents of a cent.
-Budget = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)]
+Budget = Annotated[Decimal, Field(ge=0, max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES)]
 FullName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)]
 
 

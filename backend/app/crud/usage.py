@@ -17,6 +17,11 @@ def add_entry(*, session: Session, entry: UsageEntry) -> None:
     session.add(entry)
 
 
+def has_run_entry(*, session: Session, run_id: uuid.UUID) -> bool:
+    statement = select(UsageEntry.id).where(UsageEntry.run_id == run_id).limit(1)
+    return session.exec(statement).first() is not None
+
+
 def spent_since(*, session: Session, user_id: uuid.UUID, since: datetime) -> Decimal:
     dialect = session.get_bind().dialect.name
     statement = select(exact_sum(UsageEntry.cost_usd, dialect)).where(

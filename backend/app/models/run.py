@@ -5,13 +5,12 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import Index, String
+from sqlalchemy import Index, String, Text
 from sqlmodel import Field, SQLModel
 
 from app.core.db import ExactDecimal, UTCDateTime, utcnow
+from app.core.types import COST_DIGITS, COST_PLACES, PRICE_DIGITS, PRICE_PLACES
 from app.models.thread import MessagePublic
-
-COST_PLACES = 12
 
 
 class RunStatus(StrEnum):
@@ -26,13 +25,19 @@ ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
 class Run(SQLModel, table=True):
+    """One conversation turn. Queued and running runs hold a reservation against their
+    owner's budget (`reserved_usd`) until they settle; see services.run_service."""
+
     __table_args__ = (
         Index("ix_run_owner_id_status", "owner_id", "status"),
         Index("ix_run_thread_id_created_at", "thread_id", "created_at"),
+        Index("ix_run_lease_expires_at", "lease_expires_at"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    thread_id: uuid.UUID = Field(foreign_key="thread.id", ondelete="CASCADE")
+    # No foreign key: a run whose provider call is in flight outlives its deleted thread
+    # until it settles, so its reservation is never dropped with the thread.
+    thread_id: uuid.UUID
     owner_id: uuid.UUID = Field(foreign_key="user.id", ondelete="CASCADE")
     agent_id: uuid.UUID
     # No foreign key: a run keeps naming the model it used after the model is deleted.
@@ -47,11 +52,24 @@ class Run(SQLModel, table=True):
     error_code: str | None = Field(default=None, max_length=64)
     error_message: str | None = Field(default=None, max_length=500)
     messages_omitted: int | None = None
+    # What the run was priced at when posted, and so what it sends and is billed at:
+    # later edits of the agent or the catalog do not change a run already queued.
     max_output_tokens: int
     temperature: float
-    # The worst case held against the owner's budget while the run is queued or running.
-    reserved_usd: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal(24, COST_PLACES))
-    cost_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal(24, COST_PLACES))
+    instructions: str = Field(default="", sa_type=Text)
+    context_window: int
+    input_price_per_million: Decimal = Field(sa_type=ExactDecimal(PRICE_DIGITS, PRICE_PLACES))
+    output_price_per_million: Decimal = Field(sa_type=ExactDecimal(PRICE_DIGITS, PRICE_PLACES))
+    # The worst case held against the owner's budget until the run settles.
+    reserved_usd: Decimal = Field(
+        default=Decimal(0), sa_type=ExactDecimal(COST_DIGITS, COST_PLACES)
+    )
+    cost_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal(COST_DIGITS, COST_PLACES))
+    # Who executes the run and until when, renewed while it works; for a queued run, when
+    # it is due to be delivered again. An expired lease is swept.
+    lease_owner: str | None = Field(default=None, max_length=120)
+    lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    deliveries: int = Field(default=0, description="Times handed to an executor.")
 
 
 class RunPublic(SQLModel):

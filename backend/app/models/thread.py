@@ -6,8 +6,8 @@ from enum import StrEnum
 from sqlalchemy import Index, String, Text
 from sqlmodel import Field, SQLModel
 
-from app.core.db import ExactDecimal, UTCDateTime, utcnow
-from app.core.types import Input
+from app.core.db import ExactDecimal, TokenCount, UTCDateTime, utcnow
+from app.core.types import COST_DIGITS, COST_PLACES, Input
 
 
 class Thread(SQLModel, table=True):
@@ -40,9 +40,9 @@ class Message(SQLModel, table=True):
     # Set on assistant messages: which run wrote it, with which model, at what cost.
     run_id: uuid.UUID | None = None
     model_id: uuid.UUID | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cost_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal(24, 12))
+    input_tokens: int | None = Field(default=None, sa_type=TokenCount)
+    output_tokens: int | None = Field(default=None, sa_type=TokenCount)
+    cost_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal(COST_DIGITS, COST_PLACES))
 
 
 class ThreadCreate(Input):

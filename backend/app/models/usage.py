@@ -12,10 +12,9 @@ from typing import Literal
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
-from app.core.db import ExactDecimal, UTCDateTime, utcnow
+from app.core.db import ExactDecimal, TokenCount, UTCDateTime, utcnow
+from app.core.types import COST_DIGITS, COST_PLACES, PRICE_DIGITS, PRICE_PLACES
 from app.models.audit import AuditId
-from app.models.run import COST_PLACES
-from app.modules.ai_models.models import PRICE_PLACES
 
 
 class UsageEntry(SQLModel, table=True):
@@ -31,11 +30,14 @@ class UsageEntry(SQLModel, table=True):
     model_id: uuid.UUID
     model_provider: str = Field(max_length=50)
     model_name: str = Field(max_length=200)
-    input_tokens: int
-    output_tokens: int
-    input_price_per_million: Decimal = Field(sa_type=ExactDecimal(18, PRICE_PLACES))
-    output_price_per_million: Decimal = Field(sa_type=ExactDecimal(18, PRICE_PLACES))
-    cost_usd: Decimal = Field(sa_type=ExactDecimal(24, COST_PLACES))
+    input_tokens: int = Field(sa_type=TokenCount)
+    output_tokens: int = Field(sa_type=TokenCount)
+    # Usage beyond the model's context window plus the run's output limit: recorded and
+    # billed as reported, marked for a person to look at.
+    implausible: bool = False
+    input_price_per_million: Decimal = Field(sa_type=ExactDecimal(PRICE_DIGITS, PRICE_PLACES))
+    output_price_per_million: Decimal = Field(sa_type=ExactDecimal(PRICE_DIGITS, PRICE_PLACES))
+    cost_usd: Decimal = Field(sa_type=ExactDecimal(COST_DIGITS, COST_PLACES))
 
 
 UserGroup = Literal["day", "model", "agent"]

@@ -5,6 +5,7 @@ from sqlmodel import Session
 from app.core.db import utcnow
 from app.core.errors import NotFoundError, UnprocessableError
 from app.crud import agent as agent_crud
+from app.crud import run as run_crud
 from app.crud.agent import AgentSort
 from app.models.agent import Agent, AgentCreate, AgentUpdate
 from app.models.user import User
@@ -65,6 +66,9 @@ class AgentService:
     @staticmethod
     def delete(*, session: Session, user: User, agent_id: uuid.UUID) -> None:
         agent = AgentService.get(session=session, user=user, agent_id=agent_id)
+        # As for a deleted thread: runs in flight stay until they settle.
+        run_crud.cancel_active(session=session, now=utcnow(), agent_id=agent.id)
+        run_crud.delete_settled(session=session, agent_id=agent.id)
         session.delete(agent)  # its threads and their messages go with it (ON DELETE CASCADE)
         session.commit()
 

@@ -1,5 +1,17 @@
-"""Starting, reading and cancelling agent runs. Executing them is app.tasks.runs."""
+"""Agent runs, from post to a final status: the one owner of a run's life.
 
+    queued --claim--> running --record--> succeeded
+       |                 |--fail-------> failed   (provider error, sweep: run_interrupted)
+       |--sweep--> failed (run_not_started)
+       |--cancel--> cancelled             running --cancel--> cancelled (billed on return)
+
+A run is priced when posted: its worst case is reserved against the owner's budget and
+everything that decides its cost (model, prices, instructions, window, output limit) is
+kept on the run, so what it sends is what it was priced at. Executing is in
+run_execution, sweeping and recovery in run_recovery; app.tasks only delivers run ids.
+"""
+
+import logging
 import uuid
 
 from sqlmodel import Session
@@ -8,27 +20,62 @@ from app.core.db import utcnow
 from app.core.errors import ConflictError, NotFoundError, UnprocessableError
 from app.crud import agent as agent_crud
 from app.crud import run as run_crud
-from app.crud import thread as thread_crud
-from app.models.run import Run
+from app.models.run import PostedMessage, Run
 from app.models.thread import Message, MessageCreate, MessageRole, Thread
 from app.models.user import User
 from app.modules.ai_models.manager import model_manager
 from app.modules.ai_models.models import AIModel
-from app.modules.llm.client import ChatMessage
+from app.modules.llm.client import ChatMessage, LLMClient
 from app.modules.llm.context import ContextTooLong, estimate_tokens, fit_context
+from app.services import run_execution, run_recovery
 from app.services.quota_service import QuotaService
+from app.services.run_runtime import (
+    Dispatch,
+    LeaseRegistry,
+    QueueUnavailableError,
+    RunPolicy,
+    SessionFactory,
+)
 from app.services.thread_service import ThreadService, title_from
 
-# How far back a run looks; older messages would not fit any model's window anyway.
-HISTORY_LIMIT = 500
+logger = logging.getLogger("agentry.runs")
 
 
 class RunService:
     @staticmethod
-    def start(
-        *, session: Session, user: User, thread_id: uuid.UUID, message_in: MessageCreate
+    def post(
+        *,
+        session: Session,
+        user: User,
+        thread_id: uuid.UUID,
+        message_in: MessageCreate,
+        policy: RunPolicy,
+        dispatch: Dispatch,
+    ) -> PostedMessage:
+        """Stores the user's message and a run priced at its worst case, then delivers it.
+        Refusals store nothing. If the queue cannot take the run, it stays queued and the
+        sweep delivers it once the queue is back."""
+        message, run = RunService._start(
+            session=session, user=user, thread_id=thread_id, message_in=message_in, policy=policy
+        )
+        posted = PostedMessage.model_validate({"message": message, "run": run})  # as created
+        try:
+            dispatch(run.id)
+        except QueueUnavailableError:
+            logger.warning("run %s stays queued: the queue is unavailable", run.id)
+            run_crud.make_due(session=session, run_id=run.id, now=utcnow())
+            session.commit()
+        return posted
+
+    @staticmethod
+    def _start(
+        *,
+        session: Session,
+        user: User,
+        thread_id: uuid.UUID,
+        message_in: MessageCreate,
+        policy: RunPolicy,
     ) -> tuple[Message, Run]:
-        """Stores the user's message and queues a run, or refuses with nothing stored."""
         thread = ThreadService.get(session=session, user=user, thread_id=thread_id)
         if thread.is_archived:
             raise ConflictError(
@@ -57,18 +104,15 @@ class RunService:
             raise ConflictError(
                 "A run is already queued or running in this thread", code="run_in_progress"
             )
-        worst_case = model_manager.cost(
-            model,
-            input_tokens=_estimate_input(
-                session=session,
-                thread=thread,
-                instructions=agent.instructions,
-                new_content=message_in.content,
-                model=model,
-                max_output=max_output,
-            ),
-            output_tokens=max_output,
+        input_tokens = _estimate_input(
+            session=session,
+            thread=thread,
+            instructions=agent.instructions,
+            new_content=message_in.content,
+            model=model,
+            max_output=max_output,
         )
+        worst_case = model_manager.cost(model, input_tokens=input_tokens, output_tokens=max_output)
         QuotaService.ensure_room(session=session, user=user, amount=worst_case)
 
         now = utcnow()
@@ -83,8 +127,14 @@ class RunService:
             user_message_id=message.id,
             max_output_tokens=max_output,
             temperature=agent.temperature,
+            instructions=agent.instructions,
+            context_window=model.context_window,
+            input_price_per_million=model.input_price_per_million,
+            output_price_per_million=model.output_price_per_million,
             reserved_usd=worst_case,
             created_at=now,
+            deliveries=1,
+            lease_expires_at=now + policy.redeliver_after,  # delivered again if not taken
         )
         if thread.title is None:
             thread.title = title_from(message_in.content)
@@ -109,8 +159,8 @@ class RunService:
 
     @staticmethod
     def cancel(*, session: Session, user: User, run_id: uuid.UUID) -> Run:
-        """Stops a queued run, or marks a running one so its answer is dropped (a call
-        already made is still billed)."""
+        """Stops a queued run. A running one is marked cancelled and its answer dropped;
+        its reservation holds until the provider call returns and is billed."""
         run = RunService.get(session=session, user=user, run_id=run_id)
         if not run_crud.cancel(session=session, run_id=run.id, now=utcnow()):
             raise ConflictError(f"This run is already {run.status}", code="run_finished")
@@ -118,13 +168,41 @@ class RunService:
         session.refresh(run)
         return run
 
+    # ==================== executing and recovering ====================
 
-def conversation(*, session: Session, thread: Thread) -> list[ChatMessage]:
-    """A thread's recent messages as the provider receives them, oldest first."""
-    return [
-        ChatMessage(role=str(m.role), content=m.content)
-        for m in thread_crud.recent_messages(session=session, thread=thread, limit=HISTORY_LIMIT)
-    ]
+    @staticmethod
+    def execute(
+        run_id: uuid.UUID,
+        *,
+        session_factory: SessionFactory,
+        llm: LLMClient,
+        leases: LeaseRegistry,
+        policy: RunPolicy,
+    ) -> None:
+        """Claims, prepares, calls and records one delivered run; every path ends it."""
+        run_execution.execute(
+            run_id, session_factory=session_factory, llm=llm, leases=leases, policy=policy
+        )
+
+    @staticmethod
+    def renew_leases(
+        *, session_factory: SessionFactory, leases: LeaseRegistry, policy: RunPolicy
+    ) -> int:
+        return run_recovery.renew(session_factory=session_factory, leases=leases, policy=policy)
+
+    @staticmethod
+    def sweep(
+        *, session_factory: SessionFactory, policy: RunPolicy, dispatch: Dispatch
+    ) -> run_recovery.SweepReport:
+        return run_recovery.sweep(session_factory=session_factory, policy=policy, dispatch=dispatch)
+
+    @staticmethod
+    def recover(
+        *, session_factory: SessionFactory, policy: RunPolicy, dispatch: Dispatch
+    ) -> run_recovery.SweepReport:
+        return run_recovery.recover(
+            session_factory=session_factory, policy=policy, dispatch=dispatch
+        )
 
 
 def _estimate_input(
@@ -139,7 +217,7 @@ def _estimate_input(
     """Input tokens the run will most likely send: the context it will fit, estimated
     conservatively. A conversation that cannot fit is priced at its newest message; the
     run will fail without calling the provider."""
-    history = conversation(session=session, thread=thread)
+    history = run_execution.conversation(session=session, thread=thread)
     history.append(ChatMessage(role=MessageRole.USER.value, content=new_content))
     try:
         fitted = fit_context(

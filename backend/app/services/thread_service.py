@@ -10,6 +10,7 @@ from sqlmodel import Session
 from app.core.db import utcnow
 from app.core.errors import NotFoundError, UnprocessableError
 from app.crud import agent as agent_crud
+from app.crud import run as run_crud
 from app.crud import thread as thread_crud
 from app.crud.thread import MessageOrder, ThreadSort
 from app.models.thread import (
@@ -88,6 +89,10 @@ class ThreadService:
     @staticmethod
     def delete(*, session: Session, user: User, thread_id: uuid.UUID) -> None:
         thread = ThreadService.get(session=session, user=user, thread_id=thread_id)
+        # A run whose provider call is in flight keeps its row and its reservation until
+        # the call returns and is billed; every other run goes with the thread.
+        run_crud.cancel_active(session=session, now=utcnow(), thread_id=thread.id)
+        run_crud.delete_settled(session=session, thread_id=thread.id)
         session.delete(thread)  # its messages go with it (ON DELETE CASCADE)
         session.commit()
 

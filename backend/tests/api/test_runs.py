@@ -19,7 +19,6 @@ from app.models.user import User
 from app.modules.ai_models.models import AIModel
 from app.modules.llm.client import LLMClient
 from app.tasks.dispatch import InlineDispatcher
-from app.tasks.runs import execute_run
 from tests.factories import (
     ParkedDispatcher,
     auth_headers,
@@ -27,6 +26,7 @@ from tests.factories import (
     create_ai_model,
     create_thread,
     create_user,
+    run_policy,
 )
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
 
@@ -45,7 +45,9 @@ def llm(fake_llm: FakeLLM) -> Iterator[LLMClient]:
 
 @pytest.fixture
 def run_app(app: FastAPI, llm: LLMClient, session_factory: Callable[[], Session]) -> FastAPI:
-    app.state.run_dispatcher = InlineDispatcher(llm=llm, session_factory=session_factory)
+    app.state.run_dispatcher = InlineDispatcher(
+        llm=llm, policy=run_policy(), session_factory=session_factory
+    )
     return app
 
 
@@ -214,13 +216,11 @@ class TestConversationTurn:
         db: Session,
         thread: Thread,
         user_headers: dict[str, str],
-        llm: LLMClient,
-        session_factory: Callable[[], Session],
         fake_llm: FakeLLM,
     ) -> None:
         with TestClient(run_app) as client:
             run_id = uuid.UUID(post(client, thread, user_headers).json()["run"]["id"])
-        execute_run(run_id, session_factory=session_factory, llm=llm)  # a second delivery
+        run_app.state.run_dispatcher.dispatch(run_id)  # a second delivery
         db.expire_all()
         assert len(fake_llm.requests) == 1
         assert len(db.exec(select(UsageEntry).where(UsageEntry.run_id == run_id)).all()) == 1

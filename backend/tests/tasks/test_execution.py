@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import redis
@@ -14,19 +15,20 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from app.core.config import ProviderSettings, settings
+from app.core.config import ProviderSettings
 from app.core.db import engine, utcnow
 from app.core.throttle import connect_redis
 from app.main import create_app
 from app.models.run import Run, RunStatus
-from app.models.thread import Message
+from app.models.thread import Message, Thread
 from app.models.usage import UsageEntry
 from app.modules.llm.client import LLMClient
+from app.services.run_recovery import SweepReport
+from app.services.run_service import RunService
 from app.tasks.celery_app import celery_app
 from app.tasks.dispatch import CeleryDispatcher, ThreadPoolDispatcher
 from app.tasks.resources import default_session
-from app.tasks.runs import recover_interrupted_runs
-from tests.factories import ParkedDispatcher, create_message, create_run
+from tests.factories import ParkedDispatcher, create_message, create_run, run_policy
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
 from tests.tasks.conftest import Committed
 
@@ -52,7 +54,7 @@ def real_app(dispatcher: object) -> FastAPI:
 def test_thread_pool_runs_a_conversation_turn(committed: Committed, fake_llm: FakeLLM) -> None:
     fake_llm.script(FakeResponse(json=completion_body("Pong.", 5, 3)))
     llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
-    app = real_app(ThreadPoolDispatcher(workers=2, llm=llm))
+    app = real_app(ThreadPoolDispatcher(workers=2, llm=llm, policy=run_policy()))
     thread = committed.threads[0]
     with TestClient(app) as client:
         posted = client.post(
@@ -70,33 +72,61 @@ def test_thread_pool_runs_a_conversation_turn(committed: Committed, fake_llm: Fa
         assert entry.cost_usd == Decimal("0.000003000000")
 
 
-def test_interrupted_runs_are_failed_and_queued_ones_returned(committed: Committed) -> None:
-    thread_a, thread_b = committed.threads[:2]
+def test_a_sweep_fails_expired_leases_and_redelivers_overdue_queued_runs(
+    committed: Committed,
+) -> None:
+    thread_a, thread_b, thread_c = committed.threads[:3]
+    past, later = utcnow() - timedelta(seconds=5), utcnow() + timedelta(seconds=60)
     with Session(engine, expire_on_commit=False) as session:
-        stuck = create_run(
-            session,
-            thread=thread_a,
-            agent=committed.agent,
-            message=create_message(session, thread=thread_a),
+
+        def run(thread: Thread, **fields: Any) -> Run:
+            message = create_message(session, thread=thread)
+            return create_run(
+                session, thread=thread, agent=committed.agent, message=message, **fields
+            )
+
+        stuck = run(
+            thread_a,
             status=RunStatus.RUNNING,
             reserved_usd=Decimal("0.001"),
+            lease_owner="elsewhere/1/dead/run",
+            lease_expires_at=past,
         )
-        stuck.started_at = utcnow() - timedelta(seconds=settings.RUN_TIME_LIMIT_SECONDS * 3)
-        session.add(stuck)
-        session.commit()
-        waiting = create_run(
-            session,
-            thread=thread_b,
-            agent=committed.agent,
-            message=create_message(session, thread=thread_b),
+        waiting = run(thread_b, reserved_usd=Decimal("0.001"), lease_expires_at=past)
+        alive = run(
+            thread_c,
+            status=RunStatus.RUNNING,
+            lease_owner="elsewhere/2/live/run",
+            lease_expires_at=later,
         )
-    queued = recover_interrupted_runs(session_factory=default_session)
-    assert waiting.id in queued
+    delivered: list[uuid.UUID] = []
+    report = RunService.sweep(
+        session_factory=default_session, policy=run_policy(), dispatch=delivered.append
+    )
+    assert report == SweepReport(interrupted=1, redelivered=1)
+    assert delivered == [waiting.id]
+    again = RunService.sweep(
+        session_factory=default_session, policy=run_policy(), dispatch=delivered.append
+    )
+    assert again == SweepReport()  # the redelivered run is not due again yet
     with Session(engine) as session:
         failed = session.get(Run, stuck.id)
         assert failed is not None
         assert (failed.status, failed.error_code) == (RunStatus.FAILED, "run_interrupted")
         assert failed.reserved_usd == 0
+        assert (failed.lease_owner, failed.lease_expires_at) == (None, None)
+        queued = session.get(Run, waiting.id)
+        assert queued is not None
+        assert (queued.status, queued.deliveries, queued.reserved_usd) == (
+            RunStatus.QUEUED,
+            1,
+            Decimal("0.001"),
+        )
+        assert queued.lease_expires_at is not None
+        assert queued.lease_expires_at > utcnow()
+        untouched = session.get(Run, alive.id)
+        assert untouched is not None
+        assert untouched.status == RunStatus.RUNNING
 
 
 @pytest.mark.skipif(engine.dialect.name != "postgresql", reason="needs concurrent writers")
@@ -163,7 +193,9 @@ def test_a_celery_worker_runs_a_conversation_turn(
     )
     try:
         thread = committed.threads[0]
-        with TestClient(real_app(CeleryDispatcher())) as client:
+        with TestClient(
+            real_app(CeleryDispatcher(policy=run_policy(), publish_timeout=3))
+        ) as client:
             posted = client.post(
                 f"/api/v1/threads/{thread.id}/messages",
                 headers=committed.headers,
@@ -193,7 +225,7 @@ def test_a_run_cancelled_while_the_provider_works_is_billed_but_not_answered(
 ) -> None:
     fake_llm.script(FakeResponse(json=completion_body("Too late.", 9, 6), delay=1.5))
     llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
-    app = real_app(ThreadPoolDispatcher(workers=1, llm=llm))
+    app = real_app(ThreadPoolDispatcher(workers=1, llm=llm, policy=run_policy()))
     thread = committed.threads[0]
     with TestClient(app) as client:
         run_id = client.post(

@@ -155,12 +155,14 @@ def create_message(
     message_in: MessageCreate,
 ) -> PostedMessage:
     """Add my message and start the run that answers it; the reply arrives as a message."""
-    message, run = RunService.start(
-        session=session, user=current_user, thread_id=thread_id, message_in=message_in
+    return RunService.post(
+        session=session,
+        user=current_user,
+        thread_id=thread_id,
+        message_in=message_in,
+        policy=dispatcher.policy,
+        dispatch=dispatcher.dispatch,
     )
-    posted = PostedMessage.model_validate({"message": message, "run": run})  # as created
-    dispatcher.dispatch(run.id)
-    return posted
 
 
 @router.get(

@@ -19,10 +19,10 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from app.core.config import settings
+from app.core.types import COST_PLACES
 from app.models.agent import Agent
 from app.modules.ai_models.models import AIModel
 
-COST_PLACES = 12
 COST_QUANTUM = Decimal(1).scaleb(-COST_PLACES)
 TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)
 
@@ -30,6 +30,23 @@ TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)
 # bug, so it raises instead of passing silently. Only the final quantize rounds.
 _EXACT = Context(prec=80, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
 _ROUNDED = Context(prec=80, rounding=ROUND_HALF_UP)
+
+
+def cost_usd(
+    *,
+    input_price_per_million: Decimal,
+    output_price_per_million: Decimal,
+    input_tokens: int,
+    output_tokens: int,
+) -> Decimal:
+    """USD for one call: tokens times the price per million, exact, never a float;
+    rounded half up to COST_PLACES places."""
+    if input_tokens < 0 or output_tokens < 0:
+        raise ValueError("token counts cannot be negative")
+    input_cost = _EXACT.multiply(Decimal(input_tokens), input_price_per_million)
+    output_cost = _EXACT.multiply(Decimal(output_tokens), output_price_per_million)
+    total = _EXACT.divide(_EXACT.add(input_cost, output_cost), TOKENS_PER_PRICE_UNIT)
+    return total.quantize(COST_QUANTUM, context=_ROUNDED)
 
 
 class ModelManager:
@@ -58,14 +75,13 @@ class ModelManager:
         return session.exec(statement).first() is not None
 
     def cost(self, model: AIModel, *, input_tokens: int, output_tokens: int) -> Decimal:
-        """USD for one call: tokens times the price per million, exact, never a float;
-        rounded half up to COST_PLACES places."""
-        if input_tokens < 0 or output_tokens < 0:
-            raise ValueError("token counts cannot be negative")
-        input_cost = _EXACT.multiply(Decimal(input_tokens), model.input_price_per_million)
-        output_cost = _EXACT.multiply(Decimal(output_tokens), model.output_price_per_million)
-        total = _EXACT.divide(_EXACT.add(input_cost, output_cost), TOKENS_PER_PRICE_UNIT)
-        return total.quantize(COST_QUANTUM, context=_ROUNDED)
+        """USD for one call to `model` at its current prices."""
+        return cost_usd(
+            input_price_per_million=model.input_price_per_million,
+            output_price_per_million=model.output_price_per_million,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
 
     def is_configured(self, provider: str) -> bool:
         """Whether settings name a base URL for the provider, so its models can be called."""

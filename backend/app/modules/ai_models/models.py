@@ -8,9 +8,8 @@ from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.core.db import ExactDecimal, UTCDateTime, utcnow
-from app.core.types import Input
+from app.core.types import PRICE_DIGITS, PRICE_PLACES, Input
 
-PRICE_PLACES = 6
 PROVIDER_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,49}$"
 
 
@@ -21,10 +20,16 @@ class AIModelBase(SQLModel):
     context_window: int = Field(ge=1, le=100_000_000, description="Tokens in and out.")
     max_output_tokens: int = Field(ge=1, le=10_000_000)
     input_price_per_million: Decimal = Field(
-        ge=0, max_digits=18, decimal_places=PRICE_PLACES, description="USD per million tokens."
+        ge=0,
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        description="USD per million tokens.",
     )
     output_price_per_million: Decimal = Field(
-        ge=0, max_digits=18, decimal_places=PRICE_PLACES, description="USD per million tokens."
+        ge=0,
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        description="USD per million tokens.",
     )
     is_enabled: bool = True
 
@@ -34,8 +39,8 @@ class AIModel(AIModelBase, table=True):
     __table_args__ = (UniqueConstraint("provider", "name"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    input_price_per_million: Decimal = Field(sa_type=ExactDecimal(18, PRICE_PLACES))
-    output_price_per_million: Decimal = Field(sa_type=ExactDecimal(18, PRICE_PLACES))
+    input_price_per_million: Decimal = Field(sa_type=ExactDecimal(PRICE_DIGITS, PRICE_PLACES))
+    output_price_per_million: Decimal = Field(sa_type=ExactDecimal(PRICE_DIGITS, PRICE_PLACES))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -88,10 +93,10 @@ class AIModelUpdate(Input):
     context_window: int | None = Field(default=None, ge=1, le=100_000_000)
     max_output_tokens: int | None = Field(default=None, ge=1, le=10_000_000)
     input_price_per_million: Decimal | None = Field(
-        default=None, ge=0, max_digits=18, decimal_places=PRICE_PLACES
+        default=None, ge=0, max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES
     )
     output_price_per_million: Decimal | None = Field(
-        default=None, ge=0, max_digits=18, decimal_places=PRICE_PLACES
+        default=None, ge=0, max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES
     )
     is_enabled: bool | None = None
 

@@ -128,6 +128,8 @@ class LLMClient:
         self._timeout = httpx2.Timeout(
             connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
         )
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self._max_retries = max_retries
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
@@ -145,8 +147,10 @@ class LLMClient:
         max_tokens: int,
         temperature: float,
         on_attempt: Callable[[int], None] | None = None,
+        deadline: float | None = None,
     ) -> Completion:
-        """One chat completion; `on_attempt(n)` runs before each HTTP attempt (1-based)."""
+        """One chat completion; `on_attempt(n)` runs before each HTTP attempt (1-based).
+        With a `deadline` (time.monotonic()), no attempt or wait runs past it."""
         config = self._providers.get(provider)
         if config is None:
             raise LLMError("llm_not_configured")
@@ -163,10 +167,15 @@ class LLMClient:
             headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
         attempts = self._max_retries + 1
         for attempt in range(1, attempts + 1):
+            timeout = self._timeout_before(deadline)
+            if timeout is None:
+                raise LLMError("llm_timeout")
             if on_attempt is not None:
                 on_attempt(attempt)
             try:
-                response = http.post(f"{base_url}/chat/completions", json=payload, headers=headers)
+                response = http.post(
+                    f"{base_url}/chat/completions", json=payload, headers=headers, timeout=timeout
+                )
             except httpx2.TimeoutException:
                 error = LLMError("llm_timeout")
             except httpx2.TransportError:
@@ -178,6 +187,8 @@ class LLMClient:
                     return _read_completion(response, requested_model=model)
                 error = _status_error(response)
             delay = self._retry_delay(error, attempt) if attempt < attempts else None
+            if delay is not None and deadline is not None and time.monotonic() + delay >= deadline:
+                delay = None  # no time left for another attempt
             if delay is None:
                 logger.warning(
                     "LLM call to %s failed: %s (status %s) after %d attempt(s)",
@@ -226,6 +237,20 @@ class LLMClient:
                 )
                 self._clients[base_url] = client
             return client
+
+    def _timeout_before(self, deadline: float | None) -> httpx2.Timeout | None:
+        """The configured timeouts, cut to what is left before `deadline` (None: none)."""
+        if deadline is None:
+            return self._timeout
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        return httpx2.Timeout(
+            connect=min(self._connect_timeout, left),
+            read=min(self._read_timeout, left),
+            write=min(self._read_timeout, left),
+            pool=min(self._connect_timeout, left),
+        )
 
     def _retry_delay(self, error: LLMError, attempt: int) -> float | None:
         """Seconds to wait before the next attempt, or None to give up now."""

@@ -1,0 +1,102 @@
+"""The background loops of a process that hosts runs: lease renewal and the sweep."""
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+
+from app.modules.llm.client import LLMClient
+from app.services.run_runtime import Dispatch, LeaseRegistry, RunPolicy, SessionFactory
+from app.services.run_service import RunService
+
+logger = logging.getLogger("agentry.runs")
+
+
+class Periodic:
+    """Calls `action` every `interval` seconds on a daemon thread until stopped. A failing
+    call is logged (its type only: a database error's text can quote parameters) and the
+    loop goes on, so a database or broker that comes back is picked up by itself."""
+
+    def __init__(self, name: str, interval: float, action: Callable[[], object]) -> None:
+        self.name = name
+        self.interval = interval
+        self._action = action
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval + 5)
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(self.interval):
+            try:
+                self._action()
+            except Exception as error:
+                logger.warning("%s failed (%s); trying again", self.name, type(error).__name__)
+
+
+class RunHost:
+    """What a process that executes or delivers runs keeps running beside its requests:
+    the heartbeat that renews its leases and the sweep that ends or re-delivers runs
+    nobody holds any more."""
+
+    def __init__(
+        self,
+        *,
+        policy: RunPolicy,
+        session_factory: SessionFactory,
+        llm: LLMClient | None = None,
+    ) -> None:
+        self.policy = policy
+        self.session_factory = session_factory
+        self.llm = llm
+        self.leases = LeaseRegistry()
+        self._loops: list[Periodic] = []
+
+    def execute(self, run_id: uuid.UUID) -> None:
+        if self.llm is None:
+            raise RuntimeError("this process delivers runs but does not execute them")
+        RunService.execute(
+            run_id,
+            session_factory=self.session_factory,
+            llm=self.llm,
+            leases=self.leases,
+            policy=self.policy,
+        )
+
+    def start(self, dispatch: Dispatch) -> None:
+        """Recovers what dead processes of this host left, then starts the loops."""
+        try:
+            RunService.recover(
+                session_factory=self.session_factory, policy=self.policy, dispatch=dispatch
+            )
+        except Exception as error:  # the database may be down: the sweep will catch up
+            logger.warning("start-up recovery failed (%s)", type(error).__name__)
+
+        def sweep() -> None:
+            RunService.sweep(
+                session_factory=self.session_factory, policy=self.policy, dispatch=dispatch
+            )
+
+        def renew() -> None:
+            RunService.renew_leases(
+                session_factory=self.session_factory, leases=self.leases, policy=self.policy
+            )
+
+        self._loops = [Periodic("agentry-run-sweep", self.policy.sweep_interval, sweep)]
+        if self.llm is not None:
+            self._loops.append(Periodic("agentry-lease-renewal", self.policy.renew_every, renew))
+        for loop in self._loops:
+            loop.start()
+
+    def stop(self) -> None:
+        for loop in self._loops:
+            loop.stop()
+        self._loops = []
+        if self.llm is not None:
+            self.llm.close()
