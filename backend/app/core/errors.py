@@ -85,8 +85,10 @@ class ServiceUnavailableError(AppError):
     code = "service_unavailable"
     default_detail = "The service is temporarily unavailable; try again shortly"
 
-    def __init__(self, detail: str | None = None, *, retry_after: int = 5) -> None:
-        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+    def __init__(
+        self, detail: str | None = None, *, code: str | None = None, retry_after: int = 5
+    ) -> None:
+        super().__init__(detail, code=code, headers={"Retry-After": str(retry_after)})
 
 
 def error_body(

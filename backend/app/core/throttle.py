@@ -31,6 +31,8 @@ THROTTLED_DETAIL = "Too many attempts; try again later"
 DEFAULT_KEY_PREFIX = "agentry:throttle:"
 # Login requests wait on these, so a slow Redis must fail fast rather than hold a thread.
 REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
+REDIS_UNAVAILABLE = "redis_unavailable"
+REDIS_UNAVAILABLE_DETAIL = "Redis is unavailable; try again shortly"
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ def _unavailable_on_error() -> Iterator[None]:
         yield
     except redis.RedisError as exc:
         logger.warning("throttle store unavailable: %s", type(exc).__name__)
-        raise ServiceUnavailableError() from exc
+        raise ServiceUnavailableError(REDIS_UNAVAILABLE_DETAIL, code=REDIS_UNAVAILABLE) from exc
 
 
 class Throttle:
@@ -212,13 +214,18 @@ class Throttle:
 
 
 def connect_redis(url: str) -> redis.Redis:
-    # One quick retry covers a pooled connection dropped by a Redis restart; redis-py's
-    # default (ten, with backoff) would hold a request for seconds while Redis is down.
+    """A client that fails within one socket timeout while Redis is down, and needs no
+    restart once it is back: every command takes a pooled connection that redis-py checks
+    for a closed socket first, and reconnects if it finds one."""
+    # One quick retry, on ConnectionError only, covers a pooled connection dropped by a
+    # Redis restart. A timeout is not retried: a frozen or unreachable Redis would only
+    # time out again, doubling the wait of every request (redis-py's default also retries
+    # timeouts, with backoff, for seconds).
     return redis.Redis.from_url(
         url,
         socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-        retry=Retry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
     )
 
 
