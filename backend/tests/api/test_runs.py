@@ -1,24 +1,19 @@
 """Runs end to end: a real local chat-completions server, the app, the database."""
 
 import uuid
-from collections.abc import Callable, Iterator
 from decimal import Decimal
 
-import httpx2
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
-from app.core.config import ProviderSettings
-from app.models.agent import Agent
 from app.models.run import Run, RunStatus
 from app.models.thread import Message, MessageRole, Thread
 from app.models.usage import UsageEntry
 from app.models.user import User
 from app.modules.ai_models.models import AIModel
-from app.modules.llm.client import LLMClient
-from app.tasks.dispatch import InlineDispatcher
+from tests.api.conftest import post
 from tests.factories import (
     ParkedDispatcher,
     auth_headers,
@@ -26,64 +21,8 @@ from tests.factories import (
     create_ai_model,
     create_thread,
     create_user,
-    run_policy,
 )
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
-
-
-@pytest.fixture
-def llm(fake_llm: FakeLLM) -> Iterator[LLMClient]:
-    client = LLMClient(
-        providers={"openai": ProviderSettings(base_url=fake_llm.base_url)},
-        read_timeout=2,
-        max_retries=2,
-        sleep=lambda _seconds: None,
-    )
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def run_app(app: FastAPI, llm: LLMClient, session_factory: Callable[[], Session]) -> FastAPI:
-    app.state.run_dispatcher = InlineDispatcher(
-        llm=llm, policy=run_policy(), session_factory=session_factory
-    )
-    return app
-
-
-@pytest.fixture
-def model(db: Session) -> AIModel:
-    return create_ai_model(
-        db,
-        provider="openai",
-        name="gpt-test",
-        context_window=8_000,
-        max_output_tokens=1_000,
-        input_price_per_million=Decimal("2.500000"),
-        output_price_per_million=Decimal("10.000000"),
-    )
-
-
-@pytest.fixture
-def agent(db: Session, user: User, model: AIModel) -> Agent:
-    agent = create_agent(db, owner=user, model=model, instructions="Answer in one line.")
-    agent.max_output_tokens = 500
-    db.add(agent)
-    db.commit()
-    return agent
-
-
-@pytest.fixture
-def thread(db: Session, user: User, agent: Agent) -> Thread:
-    return create_thread(db, owner=user, agent=agent)
-
-
-def post(
-    client: TestClient, thread: Thread, headers: dict[str, str], content: str = "Hi"
-) -> httpx2.Response:
-    return client.post(
-        f"/api/v1/threads/{thread.id}/messages", headers=headers, json={"content": content}
-    )
 
 
 class TestConversationTurn:

@@ -1,0 +1,111 @@
+"""Budgets hold while a provider call is in flight: cancelling the run or deleting its
+thread keeps the reservation until the call returns and is billed."""
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import httpx2
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from app.core.config import ProviderSettings
+from app.core.db import engine
+from app.models.run import Run, RunStatus
+from app.models.thread import Message, Thread
+from app.models.usage import UsageEntry
+from app.models.user import User
+from app.modules.llm.client import LLMClient
+from app.tasks.dispatch import ThreadPoolDispatcher
+from tests.factories import run_policy
+from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
+from tests.tasks.conftest import Committed
+from tests.tasks.test_execution import real_app
+
+BUDGET = Decimal("0.0015")  # room for one run's hold ($0.001: 1,000 tokens at $1/M)
+
+
+@pytest.fixture
+def client(committed: Committed, fake_llm: FakeLLM) -> Iterator[TestClient]:
+    with Session(engine) as session:
+        user = session.get(User, committed.user.id)
+        assert user is not None
+        user.monthly_budget_usd = BUDGET
+        session.add(user)
+        session.commit()
+    # The provider bills the whole output limit, after a while.
+    fake_llm.script(FakeResponse(json=completion_body("Late.", 0, 1_000), delay=1.5))
+    llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
+    app = real_app(ThreadPoolDispatcher(workers=2, llm=llm, policy=run_policy()))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def post(client: TestClient, committed: Committed, thread: Thread) -> httpx2.Response:
+    return client.post(
+        f"/api/v1/threads/{thread.id}/messages", headers=committed.headers, json={"content": "Hi"}
+    )
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def settled(run_id: uuid.UUID) -> bool:
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        return run is not None and run.cost_usd is not None and run.reserved_usd == 0
+
+
+def quota(client: TestClient, committed: Committed) -> dict[str, str]:
+    body: dict[str, str] = client.get("/api/v1/users/me/quota", headers=committed.headers).json()
+    return body
+
+
+@pytest.mark.parametrize("stop", ["cancel", "delete_thread"])
+def test_stopping_a_run_mid_call_keeps_its_hold_until_the_call_is_billed(
+    committed: Committed, client: TestClient, fake_llm: FakeLLM, stop: str
+) -> None:
+    first, second = committed.threads[:2]
+    posted = post(client, committed, first)
+    assert posted.status_code == 202
+    run_id = uuid.UUID(posted.json()["run"]["id"])
+    wait_until(lambda: len(fake_llm.requests) == 1, "the provider call")
+
+    if stop == "cancel":
+        stopped = client.post(f"/api/v1/runs/{run_id}/cancel", headers=committed.headers)
+        assert (stopped.status_code, stopped.json()["status"]) == (200, "cancelled")
+    else:
+        stopped = client.delete(f"/api/v1/threads/{first.id}", headers=committed.headers)
+        assert stopped.status_code == 204
+    held = quota(client, committed)
+    refused = post(client, committed, second)
+
+    assert Decimal(held["reserved"]) == Decimal("0.001")
+    assert refused.status_code == 402
+    assert refused.json()["code"] == "quota_exceeded"
+
+    wait_until(lambda: settled(run_id), "the call to be billed")
+    after = quota(client, committed)
+    assert Decimal(after["spent"]) == Decimal("0.001")
+    assert Decimal(after["reserved"]) == 0
+    assert Decimal(after["spent"]) <= BUDGET
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        assert (run.status, run.cost_usd, run.lease_owner) == (
+            RunStatus.CANCELLED,
+            Decimal("0.001"),
+            None,
+        )
+        [entry] = session.exec(select(UsageEntry).where(UsageEntry.run_id == run_id)).all()
+        assert entry.cost_usd == Decimal("0.001")
+        contents = session.exec(select(Message.content).where(Message.thread_id == first.id))
+        assert contents.all() == ([] if stop == "delete_thread" else ["Hi"])
+        assert (session.get(Thread, first.id) is None) == (stop == "delete_thread")
