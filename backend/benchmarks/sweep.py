@@ -85,7 +85,7 @@ def main() -> int:
     policy = run_policy()
     delivered: list[uuid.UUID] = []
     with Session(engine, expire_on_commit=False) as session:
-        owner = User(email=f"sweep-{uuid.uuid4().hex[:8]}@example.com", hashed_password="x")
+        owner = User(email=f"sweep-{uuid.uuid4().hex[:8]}@example.com", hashed_password="-")  # noqa: S106
         session.add(owner)
         session.commit()
         seed(session, owner, count=ARGS.runs, status=RunStatus.SUCCEEDED)
