@@ -12,12 +12,14 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, delete, func, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from app.core.db import exact_sum
 from app.models.run import ACTIVE_STATUSES, Run, RunStatus
 from app.models.thread import Thread
+from app.models.usage import UsageEntry
 from app.models.user import User
 
 T = TypeVar("T")
@@ -65,15 +67,33 @@ def has_active_run(*, session: Session, thread: Thread) -> bool:
     return session.exec(statement.limit(1)).first() is not None
 
 
-def reserved_total(*, session: Session, user: User) -> Decimal:
+@dataclass(frozen=True)
+class BudgetUse:
+    spent: Decimal
+    reserved: Decimal
+
+
+def budget_use(*, session: Session, user: User, since: datetime) -> BudgetUse:
+    """What a user spent since `since` and holds in reservations, read in ONE statement:
+    two statements could each miss a run that settled between them (its hold already
+    released, its cost not yet seen), and a budget check would then let too much in."""
     dialect = session.get_bind().dialect.name
-    statement = select(exact_sum(Run.reserved_usd, dialect)).where(
-        Run.owner_id == user.id,
-        col(Run.status).in_(HOLDING_STATUSES),
-        col(Run.reserved_usd) != _ZERO,
+    spent = (
+        select(exact_sum(UsageEntry.cost_usd, dialect))
+        .where(UsageEntry.user_id == user.id, UsageEntry.created_at >= since)
+        .scalar_subquery()
     )
-    total = session.exec(statement).one()
-    return Decimal(total or 0)
+    reserved = (
+        select(exact_sum(Run.reserved_usd, dialect))
+        .where(
+            Run.owner_id == user.id,
+            col(Run.status).in_(HOLDING_STATUSES),
+            col(Run.reserved_usd) != _ZERO,
+        )
+        .scalar_subquery()
+    )
+    row = session.execute(sa_select(spent, reserved)).one()
+    return BudgetUse(spent=Decimal(row[0] or 0), reserved=Decimal(row[1] or 0))
 
 
 def lock_owner(*, session: Session, user: User) -> None:

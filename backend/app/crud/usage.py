@@ -22,14 +22,6 @@ def has_run_entry(*, session: Session, run_id: uuid.UUID) -> bool:
     return session.exec(statement).first() is not None
 
 
-def spent_since(*, session: Session, user_id: uuid.UUID, since: datetime) -> Decimal:
-    dialect = session.get_bind().dialect.name
-    statement = select(exact_sum(UsageEntry.cost_usd, dialect)).where(
-        UsageEntry.user_id == user_id, UsageEntry.created_at >= since
-    )
-    return Decimal(session.exec(statement).one() or 0)
-
-
 def grouped(
     *,
     session: Session,

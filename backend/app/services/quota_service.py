@@ -12,7 +12,6 @@ from sqlmodel import Session
 from app.core.db import utcnow
 from app.core.errors import PaymentRequiredError
 from app.crud import run as run_crud
-from app.crud import usage as usage_crud
 from app.models.usage import QuotaPublic
 from app.models.user import User
 
@@ -31,14 +30,13 @@ class QuotaService:
     @staticmethod
     def status(*, session: Session, user: User) -> QuotaPublic:
         start, resets_at = month_bounds(utcnow())
-        spent = usage_crud.spent_since(session=session, user_id=user.id, since=start)
-        reserved = run_crud.reserved_total(session=session, user=user)
+        use = run_crud.budget_use(session=session, user=user, since=start)
         budget = user.monthly_budget_usd
         return QuotaPublic(
             monthly_budget_usd=budget,
-            spent=spent,
-            reserved=reserved,
-            remaining=None if budget is None else budget - spent - reserved,
+            spent=use.spent,
+            reserved=use.reserved,
+            remaining=None if budget is None else budget - use.spent - use.reserved,
             resets_at=resets_at,
         )
 

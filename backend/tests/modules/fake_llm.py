@@ -62,10 +62,14 @@ class FakeResponse:
     body: bytes | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering
+    # Report the request's whole max_tokens as output: a provider billing the worst case.
+    bill_max_tokens: bool = False
 
-    def encoded(self) -> bytes:
+    def encoded(self, request: Any = None) -> bytes:
         if self.body is not None:
             return self.body
+        if self.bill_max_tokens and isinstance(request, dict):
+            return json.dumps(completion_body("Long.", 0, int(request["max_tokens"]))).encode()
         return json.dumps(completion_body() if self.json is None else self.json).encode()
 
 
@@ -152,7 +156,7 @@ def _handler_for(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 ReceivedRequest(method="POST", path=self.path, headers=headers, json=parsed)
             )
             time.sleep(response.delay)
-            payload = response.encoded()
+            payload = response.encoded(parsed)
             try:
                 self.send_response(response.status)
                 self.send_header("Content-Type", "application/json")

@@ -1,10 +1,12 @@
 """Budgets hold while a provider call is in flight: cancelling the run or deleting its
 thread keeps the reservation until the call returns and is billed."""
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from functools import partial
 
 import httpx2
 import pytest
@@ -13,6 +15,7 @@ from sqlmodel import Session, select
 
 from app.core.config import ProviderSettings
 from app.core.db import engine
+from app.models.agent import Agent
 from app.models.run import Run, RunStatus
 from app.models.thread import Message, Thread
 from app.models.usage import UsageEntry
@@ -109,3 +112,73 @@ def test_stopping_a_run_mid_call_keeps_its_hold_until_the_call_is_billed(
         contents = session.exec(select(Message.content).where(Message.thread_id == first.id))
         assert contents.all() == ([] if stop == "delete_thread" else ["Hi"])
         assert (session.get(Thread, first.id) is None) == (stop == "delete_thread")
+
+
+@pytest.mark.skipif(engine.dialect.name != "postgresql", reason="needs concurrent writers")
+def test_concurrent_posts_cancels_and_edits_never_spend_past_the_budget(
+    committed: Committed, fake_llm: FakeLLM
+) -> None:
+    """Twelve threads post, cancel mid-call and raise the agent's output limit, against a
+    provider that bills every run its whole output limit: the ledger stays within the
+    budget, because each run is billed at most what it was priced at when posted."""
+    budget = Decimal("0.004")
+    with Session(engine) as session:
+        user = session.get(User, committed.user.id)
+        agent = session.get(Agent, committed.agent.id)
+        assert user is not None
+        assert agent is not None
+        user.monthly_budget_usd = budget
+        agent.max_output_tokens = 250  # $0.00025 a run at $1/M
+        session.add_all([user, agent])
+        session.commit()
+    fake_llm.script(*[FakeResponse(bill_max_tokens=True, delay=0.2)] * 100)
+    llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
+    app = real_app(ThreadPoolDispatcher(workers=4, llm=llm, policy=run_policy()))
+    barrier = threading.Barrier(len(committed.threads))
+    statuses: list[int] = []
+
+    with TestClient(app) as client:
+
+        def converse(index: int, thread: Thread) -> None:
+            barrier.wait()
+            for turn in range(4):
+                response = post(client, committed, thread)
+                statuses.append(response.status_code)
+                if response.status_code != 202:
+                    continue
+                run_id = uuid.UUID(response.json()["run"]["id"])
+                if (index + turn) % 3 == 0:
+                    client.post(f"/api/v1/runs/{run_id}/cancel", headers=committed.headers)
+                elif (index + turn) % 3 == 1:
+                    client.patch(
+                        f"/api/v1/agents/{committed.agent.id}",
+                        headers=committed.headers,
+                        json={"max_output_tokens": 1_000},
+                    )
+                wait_until(partial(holds_nothing, run_id), "the run to settle")
+
+        workers = [
+            threading.Thread(target=converse, args=(i, t)) for i, t in enumerate(committed.threads)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    assert statuses.count(202) >= 4
+    assert set(statuses) <= {202, 402}
+    with Session(engine) as session:
+        entries = session.exec(
+            select(UsageEntry).where(UsageEntry.user_id == committed.user.id)
+        ).all()
+        spent = sum((entry.cost_usd for entry in entries), Decimal(0))
+        runs = session.exec(select(Run).where(Run.owner_id == committed.user.id)).all()
+    assert spent <= budget
+    assert all(run.reserved_usd == 0 for run in runs)
+    assert len(entries) == sum(1 for run in runs if run.cost_usd is not None)
+
+
+def holds_nothing(run_id: uuid.UUID) -> bool:
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        return run is None or (run.reserved_usd == 0 and run.status != RunStatus.RUNNING)
