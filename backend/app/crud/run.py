@@ -292,6 +292,15 @@ def take_delivery(
     )
 
 
+def undo_delivery(*, session: Session, run_ids: list[uuid.UUID], next_due: datetime) -> None:
+    """Taken deliveries that the queue refused: due again at `next_due`, uncounted."""
+    session.execute(
+        update(Run)
+        .where(col(Run.id).in_(run_ids), col(Run.status) == RunStatus.QUEUED)
+        .values(lease_expires_at=next_due, deliveries=Run.deliveries - 1)
+    )
+
+
 def fail_queued(
     *, session: Session, run_id: uuid.UUID, now: datetime, code: str, message: str
 ) -> bool:

@@ -73,7 +73,16 @@ def sweep(*, session_factory: SessionFactory, policy: RunPolicy, dispatch: Dispa
             elif outcome is not None:
                 counts[outcome] += 1
         session.commit()
-    redelivered = _deliver(to_deliver, dispatch)
+    undelivered = _deliver(to_deliver, dispatch)
+    if undelivered:
+        # The queue is away: try again soon, with no doubling for a delivery that never
+        # happened, so a run still goes out once the broker is back.
+        with session_factory() as session:
+            run_crud.undo_delivery(
+                session=session, run_ids=undelivered, next_due=now + policy.redeliver_after
+            )
+            session.commit()
+    redelivered = len(to_deliver) - len(undelivered)
     report = SweepReport(redelivered=redelivered, **counts)
     logger.warning("sweep: %s", report)
     return report
@@ -103,14 +112,15 @@ def _settle_expired(
     return None
 
 
-def _deliver(run_ids: list[uuid.UUID], dispatch: Dispatch) -> int:
+def _deliver(run_ids: list[uuid.UUID], dispatch: Dispatch) -> list[uuid.UUID]:
+    """Delivers in order; returns the runs not delivered because the queue is away."""
     for count, run_id in enumerate(run_ids):
         try:
             dispatch(run_id)
         except QueueUnavailableError:
             logger.warning("sweep: the queue is unavailable; %d run(s) wait", len(run_ids) - count)
-            return count
-    return len(run_ids)
+            return run_ids[count:]
+    return []
 
 
 def recover(

@@ -15,7 +15,9 @@ from app.models.thread import Thread
 from app.models.usage import UsageEntry
 from app.models.user import User
 from app.modules.ai_models.models import AIModel
+from app.tasks.celery_app import celery_app
 from tests.factories import auth_headers, create_agent, create_ai_model, create_thread, create_user
+from tests.redis_server import RedisServer
 
 
 @dataclass
@@ -54,3 +56,14 @@ def committed() -> Iterator[Committed]:
             session.execute(delete(User).where(col(User.id) == user.id))  # cascades
             session.execute(delete(AIModel).where(col(AIModel.id) == model.id))
             session.commit()
+
+
+@pytest.fixture
+def broker_url(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """This process publishes to the test's own redis-server. Celery keeps its producer
+    pool, bound to the broker it was first made for, so that pool is set aside too."""
+    url = redis_server.url()
+    monkeypatch.setattr(celery_app.conf, "broker_url", url)
+    monkeypatch.setattr(celery_app, "_pool", None)
+    monkeypatch.setattr(celery_app.amqp, "_producer_pool", None)
+    return url

@@ -4,35 +4,30 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from app.core.config import ProviderSettings
 from app.core.db import engine, utcnow
-from app.core.throttle import connect_redis
 from app.main import create_app
 from app.models.run import Run, RunStatus
 from app.models.thread import Message, Thread
 from app.models.usage import UsageEntry
 from app.modules.llm.client import LLMClient
 from app.services.run_recovery import SweepReport
+from app.services.run_runtime import QueueUnavailableError
 from app.services.run_service import RunService
-from app.tasks.celery_app import celery_app
 from app.tasks.dispatch import CeleryDispatcher, ThreadPoolDispatcher
 from app.tasks.resources import default_session
 from tests.factories import ParkedDispatcher, create_message, create_run, run_policy
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
 from tests.tasks.conftest import Committed
-
-TEST_BROKER_URL = os.environ.get("TEST_CELERY_BROKER_URL") or "redis://127.0.0.1:6379/14"
 
 
 def wait_for_run(client: TestClient, run_id: str, headers: dict[str, str]) -> dict[str, object]:
@@ -129,6 +124,39 @@ def test_a_sweep_fails_expired_leases_and_redelivers_overdue_queued_runs(
         assert untouched.status == RunStatus.RUNNING
 
 
+def test_a_delivery_the_queue_refuses_is_tried_again_soon_and_not_counted(
+    committed: Committed,
+) -> None:
+    thread = committed.threads[0]
+    with Session(engine, expire_on_commit=False) as session:
+        message = create_message(session, thread=thread)
+        waiting = create_run(
+            session,
+            thread=thread,
+            agent=committed.agent,
+            message=message,
+            lease_expires_at=utcnow() - timedelta(seconds=1),
+        )
+
+    def broker_down(_run_id: uuid.UUID) -> None:
+        raise QueueUnavailableError("down")
+
+    before = utcnow()
+    report = RunService.sweep(
+        session_factory=default_session, policy=run_policy(), dispatch=broker_down
+    )
+    assert report == SweepReport()
+    with Session(engine) as session:
+        queued = session.get(Run, waiting.id)
+        assert queued is not None
+        assert (queued.status, queued.deliveries) == (RunStatus.QUEUED, 0)
+        assert queued.lease_expires_at is not None
+        # Due again after one redelivery wait, however often it was tried before.
+        assert queued.lease_expires_at - before <= run_policy().redeliver_after + timedelta(
+            seconds=5
+        )
+
+
 @pytest.mark.skipif(engine.dialect.name != "postgresql", reason="needs concurrent writers")
 def test_concurrent_posts_never_reserve_past_the_budget(committed: Committed) -> None:
     """Twelve posts at once, each reserving $0.001 (1,000 output tokens at $1/M) against a
@@ -159,29 +187,13 @@ def test_concurrent_posts_never_reserve_past_the_budget(committed: Committed) ->
         assert sum((r.reserved_usd for r in runs), Decimal(0)) <= Decimal("0.005")
 
 
-@pytest.fixture
-def broker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    client = connect_redis(TEST_BROKER_URL)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis for Celery is unreachable ({type(exc).__name__})")
-        pytest.skip("Redis for Celery is unreachable")
-    client.flushdb()  # this test's own database: no tasks left from an earlier run
-    monkeypatch.setattr(celery_app.conf, "broker_url", TEST_BROKER_URL)
-    yield TEST_BROKER_URL
-    client.flushdb()
-    client.close()
-
-
 def test_a_celery_worker_runs_a_conversation_turn(
-    committed: Committed, fake_llm: FakeLLM, broker: str
+    committed: Committed, fake_llm: FakeLLM, broker_url: str
 ) -> None:
     fake_llm.script(FakeResponse(json=completion_body("From the worker.", 7, 4)))
     env = {
         **os.environ,
-        "CELERY_BROKER_URL": broker,
+        "CELERY_BROKER_URL": broker_url,
         "DATABASE_URL": engine.url.render_as_string(hide_password=False),
         "LLM_PROVIDERS__OPENAI__BASE_URL": fake_llm.base_url,
     }
