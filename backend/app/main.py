@@ -15,7 +15,7 @@ from app.api.openapi import openapi_builder
 from app.api.routes.utils import LIVENESS_PATH
 from app.core.config import ConfigurationError, Settings, settings
 from app.core.logger import configure_logging
-from app.core.middleware import RequestMiddleware
+from app.core.middleware import AdmissionMiddleware, RequestMiddleware
 from app.core.throttle import build_throttle
 from app.tasks.dispatch import build_dispatcher
 
@@ -54,6 +54,19 @@ def create_app(config: Settings = settings) -> FastAPI:
     unadmitted = frozenset({API_PREFIX + LIVENESS_PATH})
     app.openapi = openapi_builder(app, unadmitted_paths=unadmitted)  # type: ignore[method-assign]
     register_error_handlers(app)
+    # Added innermost first. CORS wraps admission, so that 408, 413, 500 and 503 answers
+    # carry its headers too; the request id and the log line wrap everything.
+    app.add_middleware(
+        AdmissionMiddleware,
+        admission_slots=config.THREADPOOL_SIZE,
+        queue_timeout=config.REQUEST_QUEUE_TIMEOUT,
+        max_body_bytes=config.MAX_REQUEST_BODY_BYTES,
+        body_timeout=config.REQUEST_BODY_TIMEOUT_SECONDS,
+        unadmitted_paths=unadmitted,
+    )
+    if config.FORWARDED_ALLOW_IPS:
+        # Only these peers may say who the client is; everyone else is the client.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=config.FORWARDED_ALLOW_IPS)
     if config.BACKEND_CORS_ORIGINS:
         app.add_middleware(
             CORSMiddleware,
@@ -63,14 +76,8 @@ def create_app(config: Settings = settings) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    if config.FORWARDED_ALLOW_IPS:
-        # Only these peers may say who the client is; everyone else is the client.
-        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=config.FORWARDED_ALLOW_IPS)
     app.add_middleware(
         RequestMiddleware,
-        admission_slots=config.THREADPOOL_SIZE,
-        queue_timeout=config.REQUEST_QUEUE_TIMEOUT,
-        unadmitted_paths=unadmitted,
         route_templates={
             id(context.original_route): context.path_format or ""
             for context in iter_route_contexts(app.routes)

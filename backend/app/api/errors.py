@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,7 +27,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
-    413: "payload_too_large",
+    413: "request_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
 }
@@ -76,12 +77,26 @@ def _app_error(_request: Request, error: Exception) -> JSONResponse:
     )
 
 
-def _http_error(_request: Request, error: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path; Starlette names only the first route's."""
+    path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
+    methods: set[str] = set()
+    for context in iter_route_contexts(request.app.routes):
+        pattern = getattr(context, "path_regex", None)
+        if context.methods and pattern is not None and pattern.match(path):
+            methods |= context.methods
+    return ", ".join(sorted(methods))
+
+
+def _http_error(request: Request, error: Exception) -> JSONResponse:
     exc = cast(StarletteHTTPException, error)
     status = exc.status_code
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
     code = _HTTP_CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
-    return _json(status, detail=detail, code=code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if status == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = allowed
+    return _json(status, detail=detail, code=code, headers=headers)
 
 
 def _validation_error(_request: Request, error: Exception) -> JSONResponse:

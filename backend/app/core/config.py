@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     # Worker threads that run sync routes; admitted requests never outnumber them.
     THREADPOOL_SIZE: int = Field(default=40, ge=2, le=1000)
     REQUEST_QUEUE_TIMEOUT: float = Field(default=10.0, gt=0, le=300)
+    # A request is admitted only once its whole body has arrived: bodies bigger than this
+    # are refused (413), and bodies still incomplete after the timeout are dropped (408).
+    MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024, le=100 * 1_048_576)
+    REQUEST_BODY_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0, le=300)
 
     # Accounts and tokens.
     ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=15, ge=1, le=24 * 60)
@@ -126,6 +130,11 @@ class Settings(BaseSettings):
     RECOVERY_MAX_PER_EMAIL: int = Field(default=3, ge=1, le=1000)
     RECOVERY_MAX_PER_IP: int = Field(default=20, ge=1, le=100_000)
     RECOVERY_WINDOW_SECONDS: int = Field(default=60 * 60, ge=1, le=86_400)
+    SIGNUP_MAX_PER_IP: int = Field(default=10, ge=1, le=100_000)
+    SIGNUP_WINDOW_SECONDS: int = Field(default=60 * 60, ge=1, le=86_400)
+    # Wrong current passwords (changing the password or the email) per account.
+    PASSWORD_CHANGE_MAX_FAILURES: int = Field(default=5, ge=1, le=1000)
+    PASSWORD_CHANGE_WINDOW_SECONDS: int = Field(default=15 * 60, ge=1, le=86_400)
 
     @field_validator("BACKEND_CORS_ORIGINS", "FORWARDED_ALLOW_IPS", mode="before")
     @classmethod

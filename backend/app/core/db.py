@@ -121,11 +121,16 @@ def exact_sum(column: Any, dialect_name: str) -> Any:
 
 
 def create_db_engine(config: Settings, **overrides: Any) -> Engine:
-    """One engine per process, tuned per backend; `overrides` exist for tests."""
+    """One engine per process, tuned per backend; `overrides` exist for tests.
+
+    SQL parameters are user data (password hashes, tokens, message text): errors never
+    quote them, so they cannot reach a log.
+    """
     url = config.database_url
     if url.startswith("sqlite"):
         config.ensure_data_dir()
         options: dict[str, Any] = {
+            "hide_parameters": True,
             "connect_args": {"check_same_thread": False},
             "pool_size": config.DB_POOL_SIZE,
             "max_overflow": config.DB_MAX_OVERFLOW,
@@ -136,6 +141,7 @@ def create_db_engine(config: Settings, **overrides: Any) -> Engine:
         _tune_sqlite(engine, config.SQLITE_BUSY_TIMEOUT_MS)
         return engine
     options = {
+        "hide_parameters": True,
         "pool_pre_ping": True,
         "pool_size": config.DB_POOL_SIZE,
         "max_overflow": config.DB_MAX_OVERFLOW,
@@ -151,6 +157,9 @@ def create_db_engine(config: Settings, **overrides: Any) -> Engine:
 
 
 def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    def unicode_lower(value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         cursor = dbapi_connection.cursor()
@@ -160,6 +169,10 @@ def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
         dbapi_connection.create_aggregate(EXACT_SUM, 1, _DecimalSum)
+        # SQLite's own lower() knows only ASCII; this one knows all of Unicode, as
+        # PostgreSQL's does. Under its own name (app.crud.text.lower calls it), so that
+        # lower() keeps its meaning for anything else that uses it.
+        dbapi_connection.create_function("unicode_lower", 1, unicode_lower, deterministic=True)
 
 
 engine = create_db_engine(settings)

@@ -57,10 +57,22 @@ class NotFoundError(AppError):
     default_detail = "Not found"
 
 
+class RequestTimeoutError(AppError):
+    status_code = 408
+    code = "request_timeout"
+    default_detail = "The request body did not arrive in time"
+
+
 class ConflictError(AppError):
     status_code = 409
     code = "conflict"
     default_detail = "Conflict"
+
+
+class RequestTooLargeError(AppError):
+    status_code = 413
+    code = "request_too_large"
+    default_detail = "The request body is too large"
 
 
 class UnprocessableError(AppError):

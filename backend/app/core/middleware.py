@@ -1,4 +1,8 @@
-"""The outermost layer of every HTTP request: request id, admission, request log.
+"""The two layers around every HTTP request, with CORS between them.
+
+`RequestMiddleware`, the outermost, gives each request its id and its log line.
+`AdmissionMiddleware`, inside CORS (so that a browser can read its answers), receives
+the body, admits the request, and turns an unhandled exception into a 500.
 
 Admission is what keeps sync routes from stalling under overload. Each admitted request
 runs at most one piece of sync work at a time in the threadpool, and no more requests are
@@ -6,7 +10,9 @@ admitted than the threadpool has threads, so a request that needs a thread alway
 one. A thread waiting for a pooled database connection therefore only ever waits for
 requests that are still moving, and at worst gives up after the pool timeout (503).
 Requests beyond that wait here, on the event loop, holding neither a thread nor a
-connection, and get 503 with Retry-After once REQUEST_QUEUE_TIMEOUT passes.
+connection, and get 503 with Retry-After once REQUEST_QUEUE_TIMEOUT passes. A request
+is admitted only once its whole body has arrived (`app.core.request_body`), so clients
+that send slowly wait on the event loop too, and cannot take the slots from others.
 """
 
 import logging
@@ -20,11 +26,19 @@ from anyio.lowlevel import RunVar
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import ServiceUnavailableError, error_body
+from app.core.errors import AppError, ServiceUnavailableError, error_body
 from app.core.logger import request_id_var
+from app.core.request_body import (
+    ClientDisconnectedError,
+    check_json_encoding,
+    receive_body,
+    replay,
+)
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# nginx's code for a client that left before it was answered.
+_CLIENT_CLOSED = 499
 
 access_logger = logging.getLogger("agentry.request")
 error_logger = logging.getLogger("agentry.error")
@@ -43,22 +57,30 @@ def incoming_request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def _internal_error() -> JSONResponse:
+    body = error_body(
+        detail="Internal server error", code="internal_error", request_id=request_id_var.get()
+    )
+    return JSONResponse(body, status_code=500)
+
+
+def _error_response(error: AppError, *, close: bool = False) -> JSONResponse:
+    body = error_body(detail=error.detail, code=error.error_code, request_id=request_id_var.get())
+    body.update(error.extra)
+    headers = dict(error.headers)
+    if close:
+        # The rest of the body may still be on its way; do not wait to read it.
+        headers["Connection"] = "close"
+    return JSONResponse(body, status_code=error.status_code, headers=headers)
+
+
 class RequestMiddleware:
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        admission_slots: int,
-        queue_timeout: float,
-        unadmitted_paths: frozenset[str] = frozenset(),
-        route_templates: Mapping[int, str] | None = None,
-    ) -> None:
+    """The request id, `Cache-Control: no-store`, and one log line per request."""
+
+    def __init__(self, app: ASGIApp, *, route_templates: Mapping[int, str] | None = None) -> None:
         self.app = app
         # Keyed by id(route): routes are unhashable, and live as long as the app.
         self.route_templates = route_templates or {}
-        self.admission_slots = admission_slots
-        self.queue_timeout = queue_timeout
-        self.unadmitted_paths = unadmitted_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -67,7 +89,7 @@ class RequestMiddleware:
         request_id = incoming_request_id(scope)
         token = request_id_var.set(request_id)
         started = time.perf_counter()
-        status = 500
+        status = _CLIENT_CLOSED
         response_started = False
 
         async def send_with_id(message: Message) -> None:
@@ -84,44 +106,14 @@ class RequestMiddleware:
             await send(message)
 
         try:
-            await self._admit_and_call(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id)
         except Exception:
             error_logger.exception("unhandled error in %s %s", scope["method"], self._route(scope))
-            if not response_started:
-                body = error_body(
-                    detail="Internal server error", code="internal_error", request_id=request_id
-                )
-                await JSONResponse(body, status_code=500)(scope, receive, send_with_id)
+            if not response_started:  # the error came from outside AdmissionMiddleware
+                await _internal_error()(scope, receive, send_with_id)
         finally:
             self._log(scope, status, started)
             request_id_var.reset(token)
-
-    async def _admit_and_call(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] in self.unadmitted_paths:
-            await self.app(scope, receive, send)
-            return
-        limiter = self._limiter()
-        with anyio.move_on_after(self.queue_timeout) as waited:
-            await limiter.acquire()
-        if waited.cancelled_caught:
-            busy = ServiceUnavailableError("The server is busy; try again shortly", retry_after=2)
-            body = error_body(detail=busy.detail, code=busy.code, request_id=request_id_var.get())
-            response = JSONResponse(body, status_code=busy.status_code, headers=busy.headers)
-            await response(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            limiter.release()
-
-    def _limiter(self) -> anyio.CapacityLimiter:
-        try:
-            return _admission.get()
-        except LookupError:
-            limiter = anyio.CapacityLimiter(self.admission_slots)
-            anyio.to_thread.current_default_thread_limiter().total_tokens = self.admission_slots
-            _admission.set(limiter)
-            return limiter
 
     def _log(self, scope: Scope, status: int, started: float) -> None:
         state = scope.get("state") or {}
@@ -147,3 +139,83 @@ class RequestMiddleware:
             return "<unmatched>"
         template = self.route_templates.get(id(route)) or getattr(route, "path", None)
         return template if isinstance(template, str) else "<unmatched>"
+
+
+class AdmissionMiddleware:
+    """Receives the body, admits the request, and answers 500 for unhandled errors."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        admission_slots: int,
+        queue_timeout: float,
+        max_body_bytes: int,
+        body_timeout: float,
+        unadmitted_paths: frozenset[str] = frozenset(),
+    ) -> None:
+        self.app = app
+        self.admission_slots = admission_slots
+        self.queue_timeout = queue_timeout
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
+        self.unadmitted_paths = unadmitted_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._receive_and_admit(scope, receive, watched_send)
+        except Exception:
+            # Answered here, inside CORS, so that a browser can read it; logged outside.
+            if not response_started:
+                await _internal_error()(scope, receive, send)
+            raise
+
+    async def _receive_and_admit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body = await receive_body(
+                scope, receive, limit=self.max_body_bytes, timeout=self.body_timeout
+            )
+        except ClientDisconnectedError:
+            return
+        except AppError as error:
+            await _error_response(error, close=True)(scope, receive, send)
+            return
+        try:
+            check_json_encoding(scope, body)
+        except AppError as error:
+            await _error_response(error)(scope, receive, send)
+            return
+        receive = replay(body, receive)
+        if scope["path"] in self.unadmitted_paths:
+            await self.app(scope, receive, send)
+            return
+        limiter = self._limiter()
+        with anyio.move_on_after(self.queue_timeout) as waited:
+            await limiter.acquire()
+        if waited.cancelled_caught:
+            busy = ServiceUnavailableError("The server is busy; try again shortly", retry_after=2)
+            await _error_response(busy)(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            limiter.release()
+
+    def _limiter(self) -> anyio.CapacityLimiter:
+        try:
+            return _admission.get()
+        except LookupError:
+            limiter = anyio.CapacityLimiter(self.admission_slots)
+            anyio.to_thread.current_default_thread_limiter().total_tokens = self.admission_slots
+            _admission.set(limiter)
+            return limiter

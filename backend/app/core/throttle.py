@@ -2,6 +2,9 @@
 
 Callers build opaque keys ("login:account:<email>", "login:ip:<ip>") and pick a `Limit`;
 `Throttle` turns counts past the limit into `RateLimitedError` (429 with Retry-After).
+Every attempt is counted before it is judged (increment, then decide, in one atomic step),
+so concurrent attempts can never get past a limit together; an attempt that turns out
+well (the right password) may be taken back afterwards.
 Counters live in process memory by default, or in Redis when `REDIS_URL` is set so that
 every worker process shares them.
 
@@ -61,6 +64,11 @@ class CounterStore(Protocol):
         do not extend."""
         ...
 
+    def decrement(self, key: str) -> None:
+        """Take back one hit of the current window, atomically; a window left with no
+        hits is forgotten, and a key without one is left alone."""
+        ...
+
     def reset(self, key: str) -> None: ...
 
 
@@ -104,6 +112,15 @@ class MemoryCounterStore:
             entry.count += 1
             return Window(count=entry.count, resets_in=entry.expires_at - now)
 
+    def decrement(self, key: str) -> None:
+        with self._lock:
+            entry = self._live_entry(key, self._clock())
+            if entry is None:
+                return
+            entry.count -= 1
+            if entry.count <= 0:
+                del self._entries[key]
+
     def reset(self, key: str) -> None:
         with self._lock:
             self._entries.pop(key, None)
@@ -142,6 +159,18 @@ end
 return {count, redis.call('PTTL', KEYS[1])}
 """
 
+# DECR keeps the key's TTL; a key left at zero (or never there) is deleted instead, so no
+# key is ever created without one.
+_DECREMENT_SCRIPT = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count > 1 then
+  redis.call('DECR', KEYS[1])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 
 class RedisCounterStore:
     """Counters shared by every process that talks to the same Redis."""
@@ -150,6 +179,7 @@ class RedisCounterStore:
         self._client = client
         self._prefix = key_prefix
         self._increment = client.register_script(_INCREMENT_SCRIPT)
+        self._decrement = client.register_script(_DECREMENT_SCRIPT)
 
     def get(self, key: str) -> Window:
         name = self._prefix + key
@@ -168,6 +198,10 @@ class RedisCounterStore:
                 keys=[self._prefix + key], args=[window_seconds * 1000]
             )
         return Window(count=int(count), resets_in=max(int(pttl_ms), 0) / 1000)
+
+    def decrement(self, key: str) -> None:
+        with _unavailable_on_error():
+            self._decrement(keys=[self._prefix + key])
 
     def reset(self, key: str) -> None:
         with _unavailable_on_error():
@@ -188,21 +222,21 @@ class Throttle:
     def __init__(self, store: CounterStore) -> None:
         self.store = store
 
-    def check(self, key: str, limit: Limit) -> None:
-        """Refuse once `limit.attempts` hits are in the window; counts nothing."""
-        window = self.store.get(key)
-        if window.count >= limit.attempts:
-            self._refuse(key, window)
-
-    def hit(self, key: str, limit: Limit) -> Window:
-        """Count one (a failed login, say) and return the window it landed in."""
-        return self.store.increment(key, limit.window_seconds)
-
     def consume(self, key: str, limit: Limit) -> None:
-        """Count one and refuse it if it goes past `limit.attempts`."""
+        """Count one and refuse it if it goes past `limit.attempts`.
+
+        The count comes first, atomically, and the decision follows from it: of any
+        number of concurrent attempts, at most `limit.attempts` get through. (Checking
+        first and counting failures afterwards lets every attempt that arrives while the
+        others are still being judged through.)"""
         window = self.store.increment(key, limit.window_seconds)
         if window.count > limit.attempts:
             self._refuse(key, window)
+
+    def release(self, key: str) -> None:
+        """Take back the hit of an attempt that went well (the right password), so that
+        only failures stay counted. Attempts still being judged count meanwhile."""
+        self.store.decrement(key)
 
     def reset(self, key: str) -> None:
         self.store.reset(key)

@@ -1,10 +1,19 @@
 """Field types shared by the schemas: bounded, normalised, safe to take from clients."""
 
+import unicodedata
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 from sqlmodel import SQLModel
 
 PASSWORD_MIN_LENGTH = 8
@@ -29,8 +38,20 @@ _COMMON_PASSWORDS = frozenset(
 )
 
 
-def _lower(value: str) -> str:
-    return value.strip().lower()
+def normalise_email(value: str) -> str:
+    """NFC, then lower case (local part and domain): the form addresses are kept in."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", value.strip()).lower())
+
+
+def _one_identity(value: str) -> str:
+    email = normalise_email(value)
+    # Compatibility forms (full-width letters, ligatures, ...) read as the plain letters
+    # they stand for: refused, so no address can pass for another one.
+    if normalise_email(unicodedata.normalize("NFKC", email)) != email:
+        raise ValueError(
+            "write every character in its plain form (no full-width letters or ligatures)"
+        )
+    return email
 
 
 def _not_common(value: str) -> str:
@@ -39,7 +60,23 @@ def _not_common(value: str) -> str:
     return value
 
 
-Email = Annotated[EmailStr, StringConstraints(max_length=EMAIL_MAX_LENGTH), AfterValidator(_lower)]
+# Sign-up, admin creation, email change and recovery all take this type, and login looks
+# accounts up with `canonical_email`: one address, one form, one account.
+Email = Annotated[
+    EmailStr, StringConstraints(max_length=EMAIL_MAX_LENGTH), AfterValidator(_one_identity)
+]
+_EMAIL = TypeAdapter(Email)
+
+
+def canonical_email(value: str) -> str:
+    """`value` as `Email` would store it (IDNA domain, NFC, lower case); text that is no
+    valid address, which no account can have, is only normalised."""
+    try:
+        return _EMAIL.validate_python(value)
+    except ValidationError:
+        return normalise_email(value)
+
+
 # Length only: no truncation, no character-class rules, common passwords refused.
 NewPassword = Annotated[
     str,

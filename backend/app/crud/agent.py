@@ -5,7 +5,7 @@ from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from app.crud.text import contains_pattern
+from app.crud import text as text_crud
 from app.models.agent import Agent
 from app.models.user import User
 
@@ -48,16 +48,17 @@ def list_agents(
 ) -> tuple[list[Agent], int]:
     statement = _visible_to(select(Agent), user, owner_id=owner_id)
     if q:
-        pattern = contains_pattern(q)
         statement = statement.where(
             or_(
-                func.lower(col(Agent.name)).like(pattern, escape="\\"),
-                func.lower(col(Agent.description)).like(pattern, escape="\\"),
+                text_crud.contains(session, col(Agent.name), q),
+                text_crud.contains(session, col(Agent.description), q),
             )
         )
     count = session.exec(select(func.count()).select_from(statement.subquery())).one()
     field = sort.lstrip("-")
-    key = func.lower(col(Agent.name)) if field == "name" else col(getattr(Agent, field))
+    key = (
+        text_crud.lower(session, col(Agent.name)) if field == "name" else col(getattr(Agent, field))
+    )
     order = key.desc() if sort.startswith("-") else key.asc()
     page = statement.order_by(order, col(Agent.id)).offset(skip).limit(limit)
     return list(session.exec(page).all()), count

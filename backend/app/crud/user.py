@@ -7,7 +7,7 @@ from typing import Literal
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
-from app.crud.text import contains_pattern
+from app.crud import text as text_crud
 from app.models.auth import LoginSession
 from app.models.user import User
 
@@ -58,11 +58,11 @@ def list_users(
 ) -> tuple[list[User], int]:
     statement = select(User)
     if q:
-        pattern = contains_pattern(q)
         statement = statement.where(
             or_(
-                col(User.email).like(pattern, escape="\\"),
-                func.lower(col(User.full_name)).like(pattern, escape="\\"),
+                # Emails are stored in lower case already.
+                col(User.email).like(text_crud.contains_pattern(q), escape="\\"),
+                text_crud.contains(session, col(User.full_name), q),
             )
         )
     if is_active is not None:
@@ -72,7 +72,7 @@ def list_users(
     count = session.exec(select(func.count()).select_from(statement.subquery())).one()
     field = sort.lstrip("-")
     column = col(getattr(User, field))
-    key = func.lower(column) if field in _TEXT_SORTS else column
+    key = text_crud.lower(session, column) if field in _TEXT_SORTS else column
     order = key.desc() if sort.startswith("-") else key.asc()
     # Nulls last either way, then id, so pages never overlap or skip rows.
     page = statement.order_by(column.is_(None), order, col(User.id)).offset(skip).limit(limit)

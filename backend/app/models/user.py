@@ -62,6 +62,9 @@ class UserUpdate(Input):
 class UserUpdateMe(Input):
     email: Email | None = None
     full_name: FullName | None = None
+    current_password: GivenPassword | None = Field(
+        default=None, description="Required to change the email; checked, never stored."
+    )
 
 
 class UpdatePassword(Input):

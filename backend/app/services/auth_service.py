@@ -18,6 +18,7 @@ from app.core.security import (
     waste_password_check,
 )
 from app.core.throttle import Limit, Throttle
+from app.core.types import canonical_email
 from app.crud import auth as auth_crud
 from app.crud import user as user_crud
 from app.models.auth import LoginSession, RefreshToken, TokenPair
@@ -52,12 +53,14 @@ class AuthService:
         password: str,
         context: RequestContext,
     ) -> TokenPair:
-        email = email.strip().lower()
+        email = canonical_email(email)  # the form sign-up stored it in
         account_key, ip_key = f"login:account:{email}", f"login:ip:{context.ip}"
         account_limit, ip_limit = _login_limits()
-        # Checked before the password, so a locked account stays locked for everyone.
-        throttle.check(account_key, account_limit)
-        throttle.check(ip_key, ip_limit)
+        # Every attempt counts before its password is checked, so concurrent guesses get
+        # no more checks than the limits, and a locked account is locked for everyone,
+        # right password included. A success takes its hits back below.
+        throttle.consume(ip_key, ip_limit)
+        throttle.consume(account_key, account_limit)
 
         user = user_crud.get_user_by_email(session=session, email=email)
         if user is None:
@@ -66,8 +69,6 @@ class AuthService:
         else:
             matches, new_hash = verify_password(password, user.hashed_password)
         if user is None or not matches:
-            throttle.hit(account_key, account_limit)
-            throttle.hit(ip_key, ip_limit)
             AuditService.record(
                 session=session,
                 context=context,
@@ -91,6 +92,7 @@ class AuthService:
             raise PermissionDeniedError("This account is deactivated", code="account_inactive")
 
         throttle.reset(account_key)
+        throttle.release(ip_key)  # people behind one address who log in do not use it up
         now = utcnow()
         if new_hash is not None:
             user.hashed_password = new_hash

@@ -12,29 +12,43 @@ from app.core.throttle import Limit, Throttle
 from app.crud import auth as auth_crud
 from app.crud import user as user_crud
 from app.models.auth import PasswordResetToken
-from app.modules.mail.sender import OutgoingEmail, password_reset_email
+from app.modules.mail.sender import password_reset_email, send_email
 from app.services.audit_service import AuditService
-from app.services.context import RequestContext
+from app.services.context import AfterResponse, RequestContext
 
 
 class PasswordRecoveryService:
     @staticmethod
     def request(
-        *, session: Session, throttle: Throttle, email: str, context: RequestContext
-    ) -> OutgoingEmail | None:
-        """The mail to send, if the account exists; the caller answers the same either way."""
+        *,
+        session: Session,
+        throttle: Throttle,
+        email: str,
+        context: RequestContext,
+        after_response: AfterResponse,
+    ) -> None:
+        """Counts the request, and leaves everything else (finding the account, issuing a
+        link, mailing it) until the response has gone: the answer takes the same time
+        whether or not the account exists."""
         window = settings.RECOVERY_WINDOW_SECONDS
-        throttle.consume(
-            f"recovery:email:{email}",
-            Limit(attempts=settings.RECOVERY_MAX_PER_EMAIL, window_seconds=window),
-        )
         throttle.consume(
             f"recovery:ip:{context.ip}",
             Limit(attempts=settings.RECOVERY_MAX_PER_IP, window_seconds=window),
         )
+        throttle.consume(
+            f"recovery:email:{email}",
+            Limit(attempts=settings.RECOVERY_MAX_PER_EMAIL, window_seconds=window),
+        )
+        after_response.add_task(
+            PasswordRecoveryService.send_link, session=session, email=email, context=context
+        )
+
+    @staticmethod
+    def send_link(*, session: Session, email: str, context: RequestContext) -> None:
+        """Issues a link and mails it, if the address is an active account's."""
         user = user_crud.get_user_by_email(session=session, email=email)
         if user is None or not user.is_active:
-            return None
+            return
         now = utcnow()
         auth_crud.void_reset_tokens(session=session, user=user, now=now)
         token = new_opaque_token()
@@ -53,7 +67,7 @@ class PasswordRecoveryService:
             target=user,
         )
         session.commit()
-        return password_reset_email(config=settings, to=user.email, token=token)
+        send_email(password_reset_email(config=settings, to=user.email, token=token))
 
     @staticmethod
     def reset(*, session: Session, token: str, new_password: str, context: RequestContext) -> None:

@@ -2,6 +2,7 @@
 
 import secrets
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from sqlmodel import Session
@@ -13,8 +14,11 @@ from app.core.errors import (
     ConflictError,
     NotFoundError,
     PermissionDeniedError,
+    UnprocessableError,
 )
 from app.core.security import hash_password, verify_password
+from app.core.throttle import Limit, Throttle
+from app.core.types import canonical_email
 from app.crud import auth as auth_crud
 from app.crud import user as user_crud
 from app.crud.user import UserSort
@@ -27,9 +31,10 @@ from app.models.user import (
     UserUpdate,
     UserUpdateMe,
 )
+from app.modules.mail.sender import email_changed_email, password_set_email, send_email
 from app.services.audit_service import AuditService
 from app.services.auth_service import Authenticated
-from app.services.context import RequestContext
+from app.services.context import AfterResponse, RequestContext
 from app.services.transactions import commit_or_conflict
 
 
@@ -37,9 +42,18 @@ class UserService:
     # ==================== my account ====================
 
     @staticmethod
-    def signup(*, session: Session, user_in: UserRegister, context: RequestContext) -> User:
+    def signup(
+        *, session: Session, throttle: Throttle, user_in: UserRegister, context: RequestContext
+    ) -> User:
         if not settings.signup_open:
             raise PermissionDeniedError("Sign-up is closed on this server", code="signup_closed")
+        # Every attempt counts, refused ones too: 409s would otherwise list who has an account.
+        throttle.consume(
+            f"signup:ip:{context.ip}",
+            Limit(
+                attempts=settings.SIGNUP_MAX_PER_IP, window_seconds=settings.SIGNUP_WINDOW_SECONDS
+            ),
+        )
         user = _new_user(
             session=session,
             email=user_in.email,
@@ -59,29 +73,64 @@ class UserService:
 
     @staticmethod
     def update_me(
-        *, session: Session, user: User, user_in: UserUpdateMe, context: RequestContext
+        *,
+        session: Session,
+        throttle: Throttle,
+        user: User,
+        user_in: UserUpdateMe,
+        context: RequestContext,
+        after_response: AfterResponse,
     ) -> User:
-        changes = user_in.model_dump(exclude_unset=True)
+        changes = user_in.model_dump(exclude_unset=True, exclude={"current_password"})
+        old_email, new_email = user.email, changes.get("email")
+        if new_email is not None and new_email != old_email:
+            # An access token alone must not move the account (and its password resets)
+            # to another mailbox; checked before the address, which would tell who has one.
+            if user_in.current_password is None:
+                raise UnprocessableError(
+                    "Changing the email needs the current password",
+                    code="current_password_required",
+                    extra={"errors": [_MISSING_CURRENT_PASSWORD]},
+                )
+            _prove_password(
+                session=session,
+                throttle=throttle,
+                user=user,
+                password=user_in.current_password,
+                context=context,
+                purpose="email_change",
+            )
         _apply(session=session, user=user, changes=changes)
         AuditService.record(
             session=session,
             context=context,
             actor=user,
-            action="user.updated",
+            action=_update_action(user=user, old_email=old_email),
             target=user,
-            details={"fields": sorted(changes)},
+            details=_update_details(user=user, old_email=old_email, fields=changes),
         )
         _commit_unique(session)
+        _notify(user=user, old_email=old_email, after_response=after_response)
         return user
 
     @staticmethod
     def change_password(
-        *, session: Session, auth: Authenticated, body: UpdatePassword, context: RequestContext
+        *,
+        session: Session,
+        throttle: Throttle,
+        auth: Authenticated,
+        body: UpdatePassword,
+        context: RequestContext,
     ) -> None:
         user = auth.user
-        matches, _ = verify_password(body.current_password, user.hashed_password)
-        if not matches:
-            raise BadRequestError("The current password is not correct", code="incorrect_password")
+        _prove_password(
+            session=session,
+            throttle=throttle,
+            user=user,
+            password=body.current_password,
+            context=context,
+            purpose="password_change",
+        )
         if body.new_password == body.current_password:
             raise BadRequestError("The new password is the current one", code="password_unchanged")
         now = utcnow()
@@ -204,8 +253,10 @@ class UserService:
         user_id: uuid.UUID,
         user_in: UserUpdate,
         context: RequestContext,
+        after_response: AfterResponse,
     ) -> User:
         user = UserService.get(session=session, user_id=user_id)
+        old_email = user.email
         changes = user_in.model_dump(exclude_unset=True, exclude={"password"})
         deactivating = user.is_active and changes.get("is_active") is False
         demoting = user.is_superuser and changes.get("is_superuser") is False
@@ -226,17 +277,26 @@ class UserService:
             auth_crud.revoke_sessions(session=session, user=user, now=now)
         if guard:
             _ensure_a_superuser_remains(session)
-        fields = sorted([*changes, *(["password"] if user_in.password is not None else [])])
-        action = "user.deactivated" if deactivating else "user.updated"
+        fields = [*changes, *(["password"] if user_in.password is not None else [])]
         AuditService.record(
             session=session,
             context=context,
             actor=actor,
-            action=action,
+            action=(
+                "user.deactivated"
+                if deactivating
+                else _update_action(user=user, old_email=old_email)
+            ),
             target=user,
-            details={"fields": fields},
+            details=_update_details(user=user, old_email=old_email, fields=fields),
         )
         _commit_unique(session)
+        _notify(
+            user=user,
+            old_email=old_email,
+            after_response=after_response,
+            password_set=user_in.password is not None and user.id != actor.id,
+        )
         return user
 
     @staticmethod
@@ -271,9 +331,10 @@ class UserService:
     ) -> tuple[User, str | None] | None:
         """Creates the first superuser when there is none; returns it and any generated
         password (to be shown once). Idempotent."""
-        email = config.first_superuser_email
-        if email is None or user_crud.count_active_superusers(session=session) > 0:
+        configured = config.first_superuser_email
+        if configured is None or user_crud.count_active_superusers(session=session) > 0:
             return None
+        email = canonical_email(configured)
         given = config.FIRST_SUPERUSER_PASSWORD
         password = given.get_secret_value() if given else secrets.token_urlsafe(18)
         existing = user_crud.get_user_by_email(session=session, email=email)
@@ -283,7 +344,7 @@ class UserService:
             session.commit()
             return existing, None
         user = User(
-            email=email.lower(),
+            email=email,
             hashed_password=hash_password(password),
             is_superuser=True,
             full_name="Administrator",
@@ -336,6 +397,70 @@ def _new_user(
     return user
 
 
+_MISSING_CURRENT_PASSWORD = {
+    "loc": ["body", "current_password"],
+    "msg": "Field required to change the email",
+    "type": "missing",
+}
+
+
+def _prove_password(
+    *,
+    session: Session,
+    throttle: Throttle,
+    user: User,
+    password: str,
+    context: RequestContext,
+    purpose: str,
+) -> None:
+    """The current password, or 400. Every attempt counts before the check (so concurrent
+    guesses get no more checks than the limit); a right one is taken back."""
+    key = f"password:account:{user.id}"
+    throttle.consume(
+        key,
+        Limit(
+            attempts=settings.PASSWORD_CHANGE_MAX_FAILURES,
+            window_seconds=settings.PASSWORD_CHANGE_WINDOW_SECONDS,
+        ),
+    )
+    matches, _ = verify_password(password, user.hashed_password)
+    if not matches:
+        # Kept: a stolen access token guessing at the password should leave a trace.
+        AuditService.record(
+            session=session,
+            context=context,
+            actor=user,
+            action="password.check_failed",
+            target=user,
+            details={"purpose": purpose},
+        )
+        session.commit()
+        raise BadRequestError("The current password is not correct", code="incorrect_password")
+    throttle.release(key)
+
+
+def _update_action(*, user: User, old_email: str) -> str:
+    return "user.email_changed" if user.email != old_email else "user.updated"
+
+
+def _update_details(*, user: User, old_email: str, fields: Iterable[str]) -> dict[str, Any]:
+    details: dict[str, Any] = {"fields": sorted(fields)}
+    if user.email != old_email:
+        details |= {"old_email": old_email, "new_email": user.email}
+    return details
+
+
+def _notify(
+    *, user: User, old_email: str, after_response: AfterResponse, password_set: bool = False
+) -> None:
+    """Tells the account's owner, at the address it had, of changes they may not have made."""
+    if user.email != old_email:
+        message = email_changed_email(config=settings, to=old_email, new_email=user.email)
+        after_response.add_task(send_email, message)
+    if password_set:
+        after_response.add_task(send_email, password_set_email(config=settings, to=old_email))
+
+
 def _apply(*, session: Session, user: User, changes: dict[str, Any]) -> None:
     email = changes.get("email")
     taken = (
@@ -345,6 +470,9 @@ def _apply(*, session: Session, user: User, changes: dict[str, Any]) -> None:
     )
     if taken:
         raise ConflictError("A user with this email already exists", code="email_taken")
+    if email is not None and email != user.email:
+        # Reset links already mailed went to the old address: they must not outlive it.
+        auth_crud.void_reset_tokens(session=session, user=user, now=utcnow())
     user.sqlmodel_update(changes)
     user.updated_at = utcnow()
     session.add(user)

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from app.core.config import ProviderSettings
+from app.core.config import ProviderSettings, settings
 from app.models.agent import Agent
 from app.models.thread import Thread
 from app.models.user import User
@@ -19,6 +19,7 @@ from app.modules.llm.client import LLMClient
 from app.tasks.dispatch import InlineDispatcher
 from tests.factories import create_agent, create_ai_model, create_thread, run_policy
 from tests.modules.fake_llm import FakeLLM
+from tests.smtp_server import Mailbox
 
 
 @pytest.fixture
@@ -39,6 +40,16 @@ def run_app(app: FastAPI, llm: LLMClient, session_factory: Callable[[], Session]
         llm=llm, policy=run_policy(), session_factory=session_factory
     )
     return app
+
+
+@pytest.fixture
+def mailbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Mailbox]:
+    """A real SMTP server on 127.0.0.1 that the app's mail goes to."""
+    with Mailbox() as server:
+        monkeypatch.setattr(settings, "SMTP_HOST", "127.0.0.1")
+        monkeypatch.setattr(settings, "SMTP_PORT", server.port)
+        monkeypatch.setattr(settings, "SMTP_STARTTLS", False)
+        yield server
 
 
 @pytest.fixture

@@ -122,6 +122,34 @@ class TestListAgents:
         found = client.get(AGENTS, headers=user_headers, params={"q": "100%"}).json()
         assert [a["name"] for a in found["data"]] == ["plain"]
 
+    @pytest.mark.parametrize(
+        "q",
+        ["ÜBERSETZER", "übersetzer", "\u0394\u0397\u039c\u0397\u03a4\u03a1\u0391"],
+        ids=["latin-upper", "latin-lower", "greek-upper"],
+    )
+    def test_search_ignores_case_beyond_ascii(
+        self, client: TestClient, db: Session, user: User, user_headers: dict[str, str], q: str
+    ) -> None:
+        create_agent(db, owner=user, name="Übersetzer")
+        create_agent(
+            db, owner=user, name="helper", description="\u0394\u03b7\u03bc\u03b7\u03c4\u03c1\u03b1"
+        )
+        create_agent(db, owner=user, name="Ubersetzer Demetra")
+        found = client.get(AGENTS, headers=user_headers, params={"q": q, "sort": "name"}).json()
+        expected = "helper" if q.startswith("\u0394") else "Übersetzer"
+        assert [a["name"] for a in found["data"]] == [expected]
+
+    def test_names_sort_ignoring_case_beyond_ascii(
+        self, client: TestClient, db: Session, user: User, user_headers: dict[str, str]
+    ) -> None:
+        for name in ("Zebra", "ÉCOLE", "éclair", "Apple"):
+            create_agent(db, owner=user, name=name)
+        found = client.get(AGENTS, headers=user_headers, params={"sort": "name"}).json()
+        names = [a["name"] for a in found["data"]]
+        # Where "é" goes is the collation's business; "éclair" before "ÉCOLE" is case's.
+        assert names.index("ÉCOLE") == names.index("éclair") + 1
+        assert names.index("Apple") < names.index("Zebra")
+
     def test_superuser_sees_everyone_and_may_filter_by_owner(
         self, client: TestClient, db: Session, user: User, superuser_headers: dict[str, str]
     ) -> None:

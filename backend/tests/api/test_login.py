@@ -75,6 +75,36 @@ class TestLogin:
         assert wrong.json()["code"] == "invalid_credentials"
         assert audit_actions(db, user) == ["login.failed"]
 
+    @pytest.mark.parametrize(
+        "spelling",
+        [
+            "\u00c9LODIE@B\u00dcCHER.example",  # upper case
+            "E\u0301lodie@bu\u0308cher.example",  # decomposed (NFD)
+            "\u00e9lodie@xn--bcher-kva.example",  # the domain in punycode
+            "  \u00e9lodie@b\u00fccher.example ",  # blanks around it
+        ],
+        ids=["upper-case", "decomposed", "punycode", "blanks"],
+    )
+    def test_any_spelling_sign_up_accepts_finds_the_account(
+        self, client: TestClient, spelling: str
+    ) -> None:
+        signed_up = client.post(
+            "/api/v1/users/signup",
+            json={"email": "\u00c9lodie@B\u00fccher.example", "password": PASSWORD},
+        )
+        assert signed_up.status_code == 201
+        assert signed_up.json()["email"] == "\u00e9lodie@b\u00fccher.example"
+        assert login(client, spelling).status_code == 200
+
+    def test_a_full_width_spelling_is_another_address(
+        self, client: TestClient, db: Session, user: User
+    ) -> None:
+        local, _, domain = user.email.partition("@")
+        full_width = "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c for c in local)
+        response = login(client, f"{full_width}@{domain}")
+        assert response.status_code == 401
+        assert audit_actions(db, user) == []
+
     def test_deactivated_account_is_403_with_its_own_code(
         self, client: TestClient, db: Session
     ) -> None:

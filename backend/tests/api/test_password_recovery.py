@@ -1,17 +1,31 @@
 import logging
 import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
+import httpx2
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
-from sqlmodel import Session, select
+from sqlalchemy import Connection, delete
+from sqlmodel import Session, col, select
 
-from app.core.db import utcnow
+from app.core.config import settings
+from app.core.db import create_db_engine, engine, get_session, utcnow
 from app.core.security import hash_token
+from app.main import create_app
 from app.models.audit import AuditEntry
 from app.models.auth import LoginSession, PasswordResetToken
 from app.models.user import User
-from tests.factories import auth_headers
+from app.modules.llm.client import LLMClient
+from app.services.run_runtime import RunPolicy
+from app.tasks.dispatch import InlineDispatcher
+from tests.factories import auth_headers, create_user
+from tests.smtp_server import Mailbox, body_of
 
 RECOVER = "/api/v1/password-recovery"
 RESET = "/api/v1/reset-password"
@@ -46,6 +60,24 @@ class TestRequest:
         assert stored.token_hash != token
         expires_in = stored.expires_at - utcnow()
         assert timedelta(minutes=59) < expires_in <= timedelta(minutes=60)
+
+    def test_any_spelling_of_the_address_gets_the_link(
+        self, client: TestClient, caplog: pytest.LogCaptureFixture, db: Session
+    ) -> None:
+        account = create_user(db, email="\u00e9lodie@b\u00fccher.example")
+        status, _, token = request_link(client, caplog, "E\u0301LODIE@xn--bcher-kva.example")
+        assert status == 202
+        assert token is not None
+        stored = db.exec(
+            select(PasswordResetToken).where(PasswordResetToken.user_id == account.id)
+        ).one()
+        assert stored.token_hash == hash_token(token)
+
+    def test_a_full_width_spelling_is_refused(self, client: TestClient, user: User) -> None:
+        local, _, domain = user.email.partition("@")
+        full_width = "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c for c in local)
+        response = client.post(RECOVER, json={"email": f"{full_width}@{domain}"})
+        assert response.status_code == 422
 
     def test_a_newer_link_voids_the_older_one(
         self, client: TestClient, caplog: pytest.LogCaptureFixture, user: User
@@ -137,3 +169,99 @@ class TestReset:
     def test_weak_new_password_is_422(self, client: TestClient) -> None:
         response = client.post(RESET, json={"token": "whatever", "new_password": "password1"})
         assert response.status_code == 422
+
+
+@pytest.fixture
+def server_url() -> Iterator[str]:
+    """The app behind a real HTTP server, on its own pool of real sessions (committed
+    rows) that wait a minute for a lock rather than the usual few seconds."""
+    patient = create_db_engine(
+        settings.model_copy(
+            update={"SQLITE_BUSY_TIMEOUT_MS": 60_000, "DB_STATEMENT_TIMEOUT_MS": 60_000}
+        )
+    )
+
+    def patient_session() -> Iterator[Session]:
+        with Session(patient, expire_on_commit=False) as session:
+            yield session
+
+    app = create_app(settings)
+    app.dependency_overrides[get_session] = patient_session
+    app.state.run_dispatcher = InlineDispatcher(
+        llm=LLMClient(providers={}),
+        policy=RunPolicy.from_settings(settings),
+        session_factory=lambda: Session(patient, expire_on_commit=False),
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/api/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        patient.dispose()
+
+
+@pytest.fixture
+def committed_user() -> Iterator[User]:
+    with Session(engine, expire_on_commit=False) as session:
+        user = create_user(session)
+    yield user
+    with Session(engine) as session:
+        session.execute(delete(AuditEntry).where(col(AuditEntry.target_id) == str(user.id)))
+        session.execute(delete(User).where(col(User.id) == user.id))  # cascades
+        session.commit()
+
+
+@contextmanager
+def writes_held() -> Iterator[Connection]:
+    """No reset link can be written until the block ends: SQLite's one write lock, or
+    PostgreSQL's lock on the table of links. Reads go on."""
+    with engine.connect() as blocker:
+        sqlite = blocker.dialect.name == "sqlite"
+        driver = blocker.connection.driver_connection
+        if sqlite:
+            driver.isolation_level = None  # type: ignore[union-attr]
+            blocker.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            blocker.begin()
+            blocker.exec_driver_sql("LOCK TABLE password_reset_token IN SHARE ROW EXCLUSIVE MODE")
+        try:
+            yield blocker
+        finally:
+            if sqlite:
+                blocker.exec_driver_sql("ROLLBACK")
+                driver.isolation_level = ""  # type: ignore[union-attr]
+            else:
+                blocker.rollback()
+
+
+def test_the_answer_comes_before_the_link_is_made_and_mailed(
+    server_url: str, committed_user: User, mailbox: Mailbox
+) -> None:
+    """While nothing can be written, a request for a real account is still answered at
+    once, exactly like one for an unknown address: the link is made and mailed after."""
+    with writes_held() as blocker, httpx2.Client(base_url=server_url, timeout=30) as http:
+        unknown = http.post("/password-recovery", json={"email": "nobody-here@example.com"})
+        known = http.post("/password-recovery", json={"email": committed_user.email})
+        assert known.status_code == unknown.status_code == 202
+        assert known.json() == unknown.json()
+        waiting = blocker.execute(
+            select(PasswordResetToken).where(PasswordResetToken.user_id == committed_user.id)
+        ).all()
+        assert waiting == []
+        assert mailbox.messages == []
+    [mail] = mailbox.wait_for(1)
+    assert mail["To"] == committed_user.email
+    assert "/reset-password?token=" in body_of(mail)
+    with Session(engine) as session:
+        issued = session.exec(
+            select(PasswordResetToken).where(PasswordResetToken.user_id == committed_user.id)
+        ).all()
+    assert len(issued) == 1

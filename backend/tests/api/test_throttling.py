@@ -60,6 +60,15 @@ class TestLoginThrottling:
         )
         assert successes.all() == []
 
+    def test_every_spelling_of_an_address_shares_one_counter(
+        self, throttled_client: TestClient, user: User
+    ) -> None:
+        local, _, domain = user.email.partition("@")
+        spellings = [user.email.upper(), f" {user.email}", f"{local}@{domain.upper()}"]
+        spellings += [user.email, user.email.title()]
+        assert [attempt(throttled_client, s, "wrong guess!") for s in spellings] == [401] * 5
+        assert attempt(throttled_client, user.email, PASSWORD) == 429
+
     def test_a_success_before_the_limit_clears_the_account_counter(
         self, throttled_client: TestClient, user: User
     ) -> None:

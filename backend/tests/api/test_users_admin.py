@@ -5,13 +5,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from app.core.db import engine
 from app.models.audit import AuditEntry
 from app.models.auth import LoginSession
 from app.models.user import User
 from tests.factories import PASSWORD, auth_headers, create_user
+from tests.smtp_server import Mailbox, body_of
 
 USERS = "/api/v1/users"
 
@@ -47,6 +48,19 @@ class TestListUsers:
             params={"q": tag, "is_active": True, "sort": "full_name", "skip": 2},
         ).json()
         assert [u["full_name"] for u in second["data"]] == [f"Charlie {tag}"]
+
+    @pytest.mark.parametrize(
+        "q",
+        ["ÉLODIE", "élodie", "\u0394\u0397\u039c\u0397\u03a4\u03a1\u0391"],  # Greek capitals
+        ids=["latin-upper", "latin-lower", "greek-upper"],
+    )
+    def test_search_ignores_case_beyond_ascii(
+        self, client: TestClient, db: Session, superuser_headers: dict[str, str], q: str
+    ) -> None:
+        wanted = create_user(db, full_name="Élodie \u0394\u03b7\u03bc\u03b7\u03c4\u03c1\u03b1")
+        create_user(db, full_name="Elodie Demetra")
+        response = client.get(USERS, headers=superuser_headers, params={"q": q})
+        assert [u["id"] for u in response.json()["data"]] == [str(wanted.id)]
 
     def test_like_wildcards_in_q_are_literal(
         self, client: TestClient, superuser_headers: dict[str, str]
@@ -100,6 +114,32 @@ class TestCreateUser:
         )
         assert response.status_code == 409
 
+    @pytest.mark.parametrize(
+        ("given", "status"),
+        [
+            ("E\u0301LODIE@xn--bcher-kva.example", 409),  # decomposed, upper case, punycode
+            ("\uff45lodie@b\u00fccher.example", 422),  # a full-width e
+        ],
+        ids=["another-spelling", "full-width"],
+    )
+    def test_an_address_that_reads_like_a_taken_one_is_refused(
+        self,
+        client: TestClient,
+        db: Session,
+        superuser_headers: dict[str, str],
+        given: str,
+        status: int,
+    ) -> None:
+        taken = create_user(db, email="\u00e9lodie@b\u00fccher.example")
+        response = client.post(
+            USERS, headers=superuser_headers, json={"email": given, "password": PASSWORD}
+        )
+        assert response.status_code == status
+        if status == 409:
+            assert response.json()["code"] == "email_taken"
+        others = db.exec(select(User).where(col(User.email).like("%b\u00fccher%"))).all()
+        assert [u.id for u in others] == [taken.id]
+
 
 class TestReadUser:
     def test_superuser_reads_anyone_and_unknown_is_404(
@@ -149,8 +189,13 @@ class TestUpdateUser:
         db.refresh(other_admin)
         assert other_admin.is_superuser is False
 
-    def test_new_password_works_and_old_sessions_end(
-        self, client: TestClient, db: Session, user: User, superuser_headers: dict[str, str]
+    def test_new_password_works_old_sessions_end_and_the_user_is_told(
+        self,
+        client: TestClient,
+        db: Session,
+        user: User,
+        superuser_headers: dict[str, str],
+        mailbox: Mailbox,
     ) -> None:
         headers = auth_headers(db, user=user)
         response = client.patch(
@@ -165,6 +210,55 @@ class TestUpdateUser:
             data={"username": user.email, "password": "a brand new passphrase"},
         )
         assert login.status_code == 200
+        [notice] = mailbox.messages
+        assert notice["To"] == user.email
+        assert notice["Subject"] == "Your Agentry password was set by an administrator"
+        assert "a brand new passphrase" not in notice.as_string()
+        assert "every session of the account was ended" in body_of(notice)
+
+    def test_setting_my_own_password_sends_no_notice(
+        self,
+        client: TestClient,
+        superuser: User,
+        superuser_headers: dict[str, str],
+        mailbox: Mailbox,
+    ) -> None:
+        response = client.patch(
+            f"{USERS}/{superuser.id}",
+            headers=superuser_headers,
+            json={"password": "a brand new passphrase"},
+        )
+        assert response.status_code == 200
+        assert mailbox.messages == []
+
+    def test_a_new_email_is_told_to_the_old_address_and_audited(
+        self,
+        client: TestClient,
+        db: Session,
+        user: User,
+        superuser: User,
+        superuser_headers: dict[str, str],
+        mailbox: Mailbox,
+    ) -> None:
+        old_email = user.email
+        response = client.patch(
+            f"{USERS}/{user.id}",
+            headers=superuser_headers,
+            json={"email": "Moved@Example.com", "password": "a brand new passphrase"},
+        )
+        assert response.status_code == 200
+        assert response.json()["email"] == "moved@example.com"
+        notices = mailbox.messages
+        assert [m["To"] for m in notices] == [old_email, old_email]
+        assert f"{old_email} to moved@example.com" in body_of(notices[0])
+        db.expire_all()
+        entry = db.exec(select(AuditEntry).where(AuditEntry.action == "user.email_changed")).one()
+        assert (entry.actor_id, entry.target_id) == (superuser.id, str(user.id))
+        assert entry.details == {
+            "fields": ["email", "password"],
+            "old_email": old_email,
+            "new_email": "moved@example.com",
+        }
 
     def test_superuser_cannot_demote_or_deactivate_themselves(
         self, client: TestClient, db: Session, superuser: User, superuser_headers: dict[str, str]

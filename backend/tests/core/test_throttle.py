@@ -124,29 +124,6 @@ class TestCounterStore:
 class TestThrottle:
     LIMIT = Limit(attempts=3, window_seconds=60)
 
-    def test_check_allows_until_the_limit_is_reached(self, throttle: Throttle) -> None:
-        for _ in range(self.LIMIT.attempts - 1):
-            throttle.hit("login:account:a@example.com", self.LIMIT)
-            throttle.check("login:account:a@example.com", self.LIMIT)
-        throttle.hit("login:account:a@example.com", self.LIMIT)
-
-        with pytest.raises(RateLimitedError) as exc:
-            throttle.check("login:account:a@example.com", self.LIMIT)
-        assert exc.value.status_code == 429
-        assert exc.value.detail == THROTTLED_DETAIL
-        assert 1 <= retry_after(exc) <= 60
-
-    def test_check_counts_nothing(self, throttle: Throttle, store: CounterStore) -> None:
-        for _ in range(5):
-            throttle.check("k", self.LIMIT)
-        assert store.get("k").count == 0
-
-    def test_hit_returns_the_new_window(self, throttle: Throttle) -> None:
-        throttle.hit("k", self.LIMIT)
-        window = throttle.hit("k", self.LIMIT)
-        assert window.count == 2
-        assert 0 < window.resets_in <= 60
-
     def test_consume_allows_exactly_the_attempts(
         self, throttle: Throttle, store: CounterStore
     ) -> None:
@@ -155,37 +132,76 @@ class TestThrottle:
 
         with pytest.raises(RateLimitedError) as exc:
             throttle.consume("recovery:email:a@example.com", self.LIMIT)
+        assert exc.value.status_code == 429
+        assert exc.value.detail == THROTTLED_DETAIL
         assert 1 <= retry_after(exc) <= 60
         assert store.get("recovery:email:a@example.com").count == self.LIMIT.attempts + 1
 
+    def test_concurrent_consumers_never_pass_the_limit_together(self, throttle: Throttle) -> None:
+        threads = 40
+        start = threading.Barrier(threads)
+
+        def attempt() -> bool:
+            start.wait()
+            try:
+                throttle.consume("login:account:a@example.com", self.LIMIT)
+            except RateLimitedError:
+                return False
+            return True
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            admitted = [f.result() for f in [pool.submit(attempt) for _ in range(threads)]]
+        assert admitted.count(True) == self.LIMIT.attempts
+
+    def test_release_takes_back_one_hit(self, throttle: Throttle, store: CounterStore) -> None:
+        for _ in range(self.LIMIT.attempts):
+            throttle.consume("login:ip:10.0.0.1", self.LIMIT)
+        throttle.release("login:ip:10.0.0.1")
+        assert store.get("login:ip:10.0.0.1").count == self.LIMIT.attempts - 1
+        throttle.consume("login:ip:10.0.0.1", self.LIMIT)  # room for one more
+        with pytest.raises(RateLimitedError):
+            throttle.consume("login:ip:10.0.0.1", self.LIMIT)
+
+    def test_release_forgets_an_emptied_window_and_ignores_absent_keys(
+        self, throttle: Throttle, store: CounterStore
+    ) -> None:
+        throttle.consume("k", self.LIMIT)
+        throttle.release("k")
+        throttle.release("k")
+        throttle.release("never-seen")
+        assert store.get("k") == Window(count=0, resets_in=0.0)
+        assert store.get("never-seen").count == 0
+        throttle.consume("k", self.LIMIT)
+        assert store.get("k").count == 1
+
     def test_reset_clears_the_count(self, throttle: Throttle, store: CounterStore) -> None:
         for _ in range(self.LIMIT.attempts):
-            throttle.hit("k", self.LIMIT)
+            throttle.consume("k", self.LIMIT)
         throttle.reset("k")
-        throttle.check("k", self.LIMIT)
         assert store.get("k").count == 0
+        throttle.consume("k", self.LIMIT)
 
     def test_limits_are_per_key(self, throttle: Throttle) -> None:
         for _ in range(self.LIMIT.attempts):
-            throttle.hit("login:ip:10.0.0.1", self.LIMIT)
-        throttle.check("login:ip:10.0.0.2", self.LIMIT)
+            throttle.consume("login:ip:10.0.0.1", self.LIMIT)
+        throttle.consume("login:ip:10.0.0.2", self.LIMIT)
         with pytest.raises(RateLimitedError):
-            throttle.check("login:ip:10.0.0.1", self.LIMIT)
+            throttle.consume("login:ip:10.0.0.1", self.LIMIT)
 
     def test_the_window_expires(self, backend: Backend) -> None:
         # One second is the shortest window Redis can hold; the only long real wait.
         limit = Limit(attempts=2, window_seconds=1)
         throttle = Throttle(backend.store)
-        throttle.hit("k", limit)
-        throttle.hit("k", limit)
+        throttle.consume("k", limit)
+        throttle.consume("k", limit)
         with pytest.raises(RateLimitedError) as exc:
-            throttle.check("k", limit)
+            throttle.consume("k", limit)
         assert retry_after(exc) == 1
 
         backend.advance(1.1)
-        throttle.check("k", limit)
         assert backend.store.get("k").count == 0
-        assert throttle.hit("k", limit).count == 1
+        throttle.consume("k", limit)
+        assert backend.store.get("k").count == 1
 
 
 class TestMemoryCounterStore:
@@ -223,6 +239,18 @@ class TestRedisCounterStore:
         redis_store.increment("login:ip:10.0.0.1", 60)
         assert redis_client.get(key_prefix + "login:ip:10.0.0.1") == b"1"
         assert 0 < redis_client.ttl(key_prefix + "login:ip:10.0.0.1") <= 60
+
+    def test_decrement_keeps_the_window_and_deletes_an_empty_key(
+        self, redis_store: RedisCounterStore, redis_client: redis.Redis, key_prefix: str
+    ) -> None:
+        redis_store.increment("k", 60)
+        redis_store.increment("k", 60)
+        redis_store.decrement("k")
+        assert redis_client.get(key_prefix + "k") == b"1"
+        assert 0 < redis_client.ttl(key_prefix + "k") <= 60
+        redis_store.decrement("k")
+        redis_store.decrement("k")
+        assert redis_client.exists(key_prefix + "k") == 0
 
     def test_unreachable_redis_is_service_unavailable(self) -> None:
         with socket.socket() as probe:

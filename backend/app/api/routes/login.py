@@ -12,7 +12,6 @@ from app.models.auth import (
     RefreshRequest,
     TokenPair,
 )
-from app.modules.mail.sender import send_email
 from app.services.auth_service import AuthService
 from app.services.password_recovery_service import PasswordRecoveryService
 
@@ -97,12 +96,14 @@ def recover_password(
     body: PasswordRecoveryRequest,
     background_tasks: BackgroundTasks,
 ) -> Message:
-    """Mail a reset link; the answer is the same whether or not the account exists."""
-    email = PasswordRecoveryService.request(
-        session=session, throttle=throttle, email=body.email, context=context
+    """Mail a reset link; same answer, in the same time, whether or not the account exists."""
+    PasswordRecoveryService.request(
+        session=session,
+        throttle=throttle,
+        email=body.email,
+        context=context,
+        after_response=background_tasks,
     )
-    if email is not None:
-        background_tasks.add_task(send_email, email)  # after the response: no timing tells
     return Message(message=RECOVERY_ACCEPTED)
 
 

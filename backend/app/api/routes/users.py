@@ -1,7 +1,7 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, BackgroundTasks, Query, status
 
 from app.api.deps import (
     CurrentAuth,
@@ -11,6 +11,7 @@ from app.api.deps import (
     SessionDep,
     SkipParam,
     SuperuserDep,
+    ThrottleDep,
 )
 from app.api.errors import error_responses
 from app.crud.user import UserSort
@@ -52,17 +53,24 @@ def read_user_me(current_user: CurrentUser) -> User:
     response_model=UserPublic,
     operation_id="update_user_me",
     summary="Update my account",
-    responses=error_responses(401, 409),
+    responses=error_responses(400, 401, 409, 429),
 )
 def update_user_me(
     session: SessionDep,
+    throttle: ThrottleDep,
     current_user: CurrentUser,
     context: RequestContextDep,
     user_in: UserUpdateMe,
+    background_tasks: BackgroundTasks,
 ) -> User:
-    """Change my email or name."""
+    """Change my name, or my email with my current password (the old address is told)."""
     return UserService.update_me(
-        session=session, user=current_user, user_in=user_in, context=context
+        session=session,
+        throttle=throttle,
+        user=current_user,
+        user_in=user_in,
+        context=context,
+        after_response=background_tasks,
     )
 
 
@@ -85,13 +93,19 @@ def delete_user_me(
     response_model=Message,
     operation_id="update_password_me",
     summary="Change my password",
-    responses=error_responses(400, 401),
+    responses=error_responses(400, 401, 429),
 )
 def update_password_me(
-    session: SessionDep, auth: CurrentAuth, context: RequestContextDep, body: UpdatePassword
+    session: SessionDep,
+    throttle: ThrottleDep,
+    auth: CurrentAuth,
+    context: RequestContextDep,
+    body: UpdatePassword,
 ) -> Message:
     """Change my password; my other sessions are ended."""
-    UserService.change_password(session=session, auth=auth, body=body, context=context)
+    UserService.change_password(
+        session=session, throttle=throttle, auth=auth, body=body, context=context
+    )
     return Message(message="Password updated")
 
 
@@ -129,11 +143,13 @@ def revoke_my_session(
     status_code=status.HTTP_201_CREATED,
     operation_id="register_user",
     summary="Sign up",
-    responses=error_responses(403, 409),
+    responses=error_responses(403, 409, 429),
 )
-def register_user(session: SessionDep, context: RequestContextDep, user_in: UserRegister) -> User:
+def register_user(
+    session: SessionDep, throttle: ThrottleDep, context: RequestContextDep, user_in: UserRegister
+) -> User:
     """Create an account, when this server has open sign-up."""
-    return UserService.signup(session=session, user_in=user_in, context=context)
+    return UserService.signup(session=session, throttle=throttle, user_in=user_in, context=context)
 
 
 # ==================== superusers ====================
@@ -211,10 +227,16 @@ def update_user(
     context: RequestContextDep,
     user_id: uuid.UUID,
     user_in: UserUpdate,
+    background_tasks: BackgroundTasks,
 ) -> User:
     """Change an account; deactivation, demotion and a new password end its sessions."""
     return UserService.update(
-        session=session, actor=actor, user_id=user_id, user_in=user_in, context=context
+        session=session,
+        actor=actor,
+        user_id=user_id,
+        user_in=user_in,
+        context=context,
+        after_response=background_tasks,
     )
 
 

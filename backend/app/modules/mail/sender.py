@@ -1,4 +1,4 @@
-"""Build and send the mail the app sends (password recovery).
+"""Build and send the mail the app sends (password recovery, notices of account changes).
 
 SMTP when SMTP_HOST is set. Without it, development and tests write the whole mail to
 the log so a developer can follow the reset link; production logs only that mail is not
@@ -39,6 +39,36 @@ def password_reset_email(*, config: Settings, to: str, token: str) -> OutgoingEm
         "If you did not ask for this, ignore this mail: your password stays as it is.\n"
     )
     return OutgoingEmail(to=to, subject=f"Reset your {config.PROJECT_NAME} password", text=text)
+
+
+def email_changed_email(*, config: Settings, to: str, new_email: str) -> OutgoingEmail:
+    """To the old address, so its owner hears of a change they did not make."""
+    text = (
+        f"The email address of your {config.PROJECT_NAME} account was changed from\n"
+        f"{to} to {new_email}.\n"
+        "\n"
+        "Mail about the account, password-reset links included, now goes to the new address.\n"
+        "\n"
+        "If you did not make this change, someone else has your password: contact your\n"
+        f"{config.PROJECT_NAME} administrator at once.\n"
+    )
+    return OutgoingEmail(
+        to=to, subject=f"Your {config.PROJECT_NAME} email address was changed", text=text
+    )
+
+
+def password_set_email(*, config: Settings, to: str) -> OutgoingEmail:
+    """To an account whose password a superuser set."""
+    text = (
+        f"An administrator set a new password for your {config.PROJECT_NAME} account, and\n"
+        "every session of the account was ended. Ask them for the new password, or choose\n"
+        f"your own with a password-reset link from {config.FRONTEND_URL.rstrip('/')}\n"
+        "\n"
+        "If you did not expect this, ask your administrator why.\n"
+    )
+    return OutgoingEmail(
+        to=to, subject=f"Your {config.PROJECT_NAME} password was set by an administrator", text=text
+    )
 
 
 def send_email(message: OutgoingEmail, *, config: Settings = settings) -> None:
