@@ -2,10 +2,15 @@
 
 import argparse
 import json
+import logging
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from celery.signals import worker_shutting_down
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from app.core import migrations
@@ -17,6 +22,8 @@ from app.main import create_app
 from app.modules.ai_models.service import AIModelService
 from app.services.bootstrap_service import BootstrapService
 from app.tasks.celery_app import celery_app
+
+logger = logging.getLogger("agentry.worker")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,16 +121,88 @@ def _create_superuser(_args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    """Runs until stopped. A supervisor restarts it by its exit code: 0 only when it was
+    asked to stop (SIGTERM, SIGINT), anything else is a failure it reports in one line."""
     if _refuse_unsafe_settings():
         return 2
     if not settings.CELERY_BROKER_URL:
         print("agentry: set CELERY_BROKER_URL to run workers", file=sys.stderr)
         return 2
-    migrations.upgrade("head")
-    celery_app.worker_main(
-        ["worker", "--loglevel=INFO", f"--concurrency={args.concurrency}", "--pool=threads"]
-    )
+    try:
+        migrations.upgrade("head")
+    except SQLAlchemyError as error:
+        return _worker_failed(f"cannot reach the database ({_first_line(error)})")
+    return _run_celery_worker(concurrency=args.concurrency)
+
+
+def _run_celery_worker(*, concurrency: int) -> int:
+    stop_signals: list[str] = []
+
+    def record_stop_signal(sig: str, **_kwargs: Any) -> None:
+        stop_signals.append(sig)
+
+    last_critical = _LastCritical()
+    celery_logger = logging.getLogger("celery")
+    worker_shutting_down.connect(record_stop_signal, weak=False)
+    try:
+        worker = celery_app.Worker(
+            loglevel="INFO",
+            concurrency=concurrency,
+            pool_cls="threads",
+            # Workers share nothing through Celery (no revokes, no events); gossip and
+            # mingle only slow down every reconnection, and gossip's restart fails noisily.
+            without_gossip=True,
+            without_mingle=True,
+        )
+        celery_logger.addHandler(last_critical)  # after Celery's logging set-up, which resets it
+        worker.start()
+    except SystemExit as error:
+        return _worker_failed(f"exit requested ({error.code!r})", _exit_code(error.code))
+    except BaseException as error:  # whatever ends it, the supervisor hears it in one line
+        return _worker_failed(f"{type(error).__name__}: {_first_line(error)}")
+    finally:
+        celery_logger.removeHandler(last_critical)
+        worker_shutting_down.disconnect(record_stop_signal)
+    code = _exit_code(worker.exitcode)
+    if not stop_signals:
+        return _worker_failed(last_critical.message or "the worker stopped on its own", code)
+    if stop_signals[0] not in _ASKED_TO_STOP:
+        return _worker_failed(f"{stop_signals[0]} received", code)
+    logger.info("agentry worker: stopped by %s", stop_signals[0])
     return 0
+
+
+# A supervisor's stop (systemd sends SIGTERM) or Ctrl+C: runs in flight were let finish.
+_ASKED_TO_STOP = {signal.SIGTERM.name, signal.SIGINT.name}
+
+
+def _exit_code(value: object) -> int:
+    """A failure's exit code: never 0, whatever Celery or SystemExit carried."""
+    return value if isinstance(value, int) and value else 1
+
+
+def _worker_failed(reason: str, code: int = 1) -> int:
+    logger.error("agentry worker: stopped: %s; exit code %d", reason, code)
+    return code
+
+
+def _first_line(error: BaseException) -> str:
+    """An error's first line: a database error's next lines can quote SQL and parameters."""
+    original = getattr(error, "orig", None) or error
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else type(original).__name__
+
+
+class _LastCritical(logging.Handler):
+    """Keeps the message of Celery's last CRITICAL record ("Unrecoverable error: ...")."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.CRITICAL)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lines = record.getMessage().splitlines()
+        self.message = lines[0] if lines else None
 
 
 def _migrate(args: argparse.Namespace) -> int:

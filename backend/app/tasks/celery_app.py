@@ -22,10 +22,14 @@ logger = logging.getLogger("agentry.runs")
 _PUBLISH_TIMEOUT = settings.CELERY_PUBLISH_TIMEOUT_SECONDS
 celery_app = Celery("agentry", broker=settings.CELERY_BROKER_URL or "redis://127.0.0.1:6379/0")
 celery_app.conf.update(
-    # A run is acknowledged once done, and handed to another worker if this one dies:
-    # the claim makes a second delivery harmless, and the sweep ends what nobody finishes.
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
+    # A worker holds no message it has not acknowledged: it takes one only when a thread
+    # is free, and acknowledges it as the thread starts the run. When Redis drops, Celery
+    # puts unacknowledged messages back on a connection that is already gone, and that
+    # stops the worker for good (kombu's redis transport); with none held, it reconnects.
+    # The run rows make up for it: the sweep delivers a queued run nobody started again
+    # and ends a started one whose worker died, once its lease expires.
+    task_acks_late=False,
+    worker_disable_prefetch=True,
     worker_prefetch_multiplier=1,
     task_ignore_result=True,
     task_serializer="json",
@@ -39,7 +43,11 @@ celery_app.conf.update(
         "socket_timeout": _PUBLISH_TIMEOUT + 2,  # above the 1 s blocking pop of workers
         "socket_connect_timeout": _PUBLISH_TIMEOUT,
         "retry_on_timeout": True,
+        # No copy of taken messages in Redis to restore after an hour: the sweep redelivers
+        # sooner, and an acknowledgement then never needs the broker.
+        "ack_emulation": False,
     },
+    # A run in flight goes on when the broker blinks.
     worker_cancel_long_running_tasks_on_connection_loss=False,
 )
 
