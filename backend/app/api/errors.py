@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.errors import AppError, ServiceUnavailableError, error_body
+from app.core.db import ViolationKind, violation_of
+from app.core.errors import AppError, ConflictError, ServiceUnavailableError, error_body
 from app.core.logger import request_id_var
 
 logger = logging.getLogger("agentry.error")
@@ -73,6 +74,7 @@ def _app_error(_request: Request, error: Exception) -> JSONResponse:
         detail=exc.detail,
         code=exc.error_code,
         headers=exc.headers,
+        errors=exc.errors,
         extra=exc.extra,
     )
 
@@ -121,10 +123,31 @@ def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# A write that collided with data another request changed meanwhile, by the kind of
+# constraint it broke; a service maps the constraints it expects (`commit_or_conflict`).
+_COLLISIONS: dict[ViolationKind, ConflictError] = {
+    "unique": ConflictError("A row with these values already exists", code="duplicate"),
+    "foreign_key": ConflictError(
+        "Something this change refers to no longer exists", code="reference_missing"
+    ),
+}
+
+
+def _integrity_error(_request: Request, exc: Exception) -> JSONResponse:
+    violation = violation_of(cast(sa_exc.IntegrityError, exc))
+    error = _COLLISIONS.get(violation.kind)
+    if error is None:
+        raise exc  # a missing value or a broken check is our bug: a logged 500
+    # The kind and the name only: the engine's message quotes the values.
+    logger.warning("integrity error: %s on %s", violation.kind, violation.constraint)
+    return _json(error.status_code, detail=error.detail, code=error.error_code)
+
+
 def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(sa_exc.IntegrityError, _integrity_error)
     # Pool exhausted (TimeoutError) or the server unreachable or gone (OperationalError,
     # InterfaceError): the client should come back later, this is not a bug.
     for error in (sa_exc.TimeoutError, sa_exc.OperationalError, sa_exc.InterfaceError):

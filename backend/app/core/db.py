@@ -1,9 +1,11 @@
 """The database engine, the session factory and a UTC datetime column type."""
 
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Context, Decimal, localcontext
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     BigInteger,
@@ -13,13 +15,15 @@ from sqlalchemy import (
     Numeric,
     String,
     TypeDecorator,
+    UniqueConstraint,
     event,
     func,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeEngine
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, SQLModel, create_engine
 
 from app.core.config import Settings, settings
 
@@ -173,6 +177,61 @@ def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         # PostgreSQL's does. Under its own name (app.crud.text.lower calls it), so that
         # lower() keeps its meaning for anything else that uses it.
         dbapi_connection.create_function("unicode_lower", 1, unicode_lower, deterministic=True)
+
+
+ViolationKind = Literal["unique", "foreign_key", "not_null", "check", "other"]
+_PG_KINDS: dict[str, ViolationKind] = {
+    "23505": "unique",
+    "23503": "foreign_key",
+    "23502": "not_null",
+    "23514": "check",
+}
+_SQLITE_KINDS: dict[str, ViolationKind] = {
+    "UNIQUE": "unique",
+    "FOREIGN KEY": "foreign_key",
+    "NOT NULL": "not_null",
+    "CHECK": "check",
+}
+_SQLITE_MESSAGE = re.compile(r"(UNIQUE|FOREIGN KEY|NOT NULL|CHECK) constraint failed(?:: (.*))?")
+
+
+@dataclass(frozen=True)
+class Violation:
+    """Which kind of constraint a write broke, and its name where the engine tells it."""
+
+    kind: ViolationKind
+    constraint: str | None
+
+
+def violation_of(error: IntegrityError) -> Violation:
+    """The constraint behind an IntegrityError, named alike on both engines (the names of
+    `SQLModel.metadata`, which the migrations use). SQLite names no foreign key."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate is not None:  # psycopg
+        diag = getattr(error.orig, "diag", None)
+        return Violation(_PG_KINDS.get(sqlstate, "other"), getattr(diag, "constraint_name", None))
+    match = _SQLITE_MESSAGE.match(str(error.orig))
+    if match is None:
+        return Violation("other", None)
+    kind = _SQLITE_KINDS[match.group(1)]
+    columns = match.group(2)
+    return Violation(kind, _unique_named(columns) if kind == "unique" and columns else None)
+
+
+def _unique_named(columns: str) -> str | None:
+    """SQLite says "UNIQUE constraint failed: user.email"; the metadata knows its name."""
+    qualified = [column.strip().split(".", 1) for column in columns.split(",")]
+    table = SQLModel.metadata.tables.get(qualified[0][0])
+    if table is None:
+        return None
+    wanted = {name for _, name in qualified}
+    candidates = [index for index in table.indexes if index.unique] + [
+        constraint for constraint in table.constraints if isinstance(constraint, UniqueConstraint)
+    ]
+    for candidate in candidates:
+        if {column.name for column in candidate.columns} == wanted:
+            return str(candidate.name)
+    return None
 
 
 engine = create_db_engine(settings)

@@ -3,6 +3,7 @@
 Services raise these; one handler in `app.api.errors` turns them into the error body.
 """
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 
@@ -10,6 +11,8 @@ class AppError(Exception):
     status_code: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
     default_detail: ClassVar[str] = "Bad request"
+    # Per-field problems ({loc, msg, type}, as a schema's 422 lists them), or None.
+    errors: list[dict[str, Any]] | None = None
 
     def __init__(
         self,
@@ -76,11 +79,25 @@ class RequestTooLargeError(AppError):
 
 
 class UnprocessableError(AppError):
-    """Input that is well-formed but breaks a rule only the service can check."""
+    """Input that is well-formed but breaks a rule only the service can check. Like a
+    schema's 422 it names the input at fault (`loc`, e.g. ("body", "model_id")), so that a
+    client can mark the field."""
 
     status_code = 422
     code = "validation_error"
     default_detail = "Invalid input"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        loc: Sequence[str | int],
+        code: str | None = None,
+        type: str = "value_error",
+        msg: str | None = None,
+    ) -> None:
+        super().__init__(detail, code=code)
+        self.errors = [{"loc": list(loc), "msg": msg or detail, "type": type}]
 
 
 class RateLimitedError(AppError):

@@ -65,7 +65,12 @@ def _internal_error() -> JSONResponse:
 
 
 def _error_response(error: AppError, *, close: bool = False) -> JSONResponse:
-    body = error_body(detail=error.detail, code=error.error_code, request_id=request_id_var.get())
+    body = error_body(
+        detail=error.detail,
+        code=error.error_code,
+        request_id=request_id_var.get(),
+        errors=error.errors,
+    )
     body.update(error.extra)
     headers = dict(error.headers)
     if close:

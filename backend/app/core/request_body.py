@@ -11,8 +11,6 @@ from starlette.types import Message, Receive, Scope
 
 from app.core.errors import RequestTimeoutError, RequestTooLargeError, UnprocessableError
 
-_NOT_UTF8 = {"loc": ["body"], "msg": "JSON must be encoded as UTF-8", "type": "json_invalid"}
-
 
 class ClientDisconnectedError(Exception):
     """The client left before its body arrived; there is no one left to answer."""
@@ -69,7 +67,11 @@ def check_json_encoding(scope: Scope, body: bytes) -> None:
         if b"\x00" not in body:
             return
     raise UnprocessableError(
-        "The request body is not valid JSON", code="malformed_json", extra={"errors": [_NOT_UTF8]}
+        "The request body is not valid JSON",
+        loc=("body",),
+        code="malformed_json",
+        type="json_invalid",
+        msg="JSON must be encoded as UTF-8",
     )
 
 

@@ -109,5 +109,6 @@ def decode_access_token(token: str, *, config: Settings = settings) -> AccessCla
             session_id=uuid.UUID(claims["sid"]),
             expires_at=datetime.fromtimestamp(claims["exp"], tz=utcnow().tzinfo),
         )
-    except (jwt.PyJWTError, ValueError, TypeError, AttributeError):
+    # OverflowError, OSError: an `exp` no datetime can hold (1e20), signed or not.
+    except (jwt.PyJWTError, ValueError, TypeError, AttributeError, OverflowError, OSError):
         return None

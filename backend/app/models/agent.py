@@ -4,7 +4,7 @@ from datetime import datetime
 from sqlmodel import Field, SQLModel
 
 from app.core.db import UTCDateTime, utcnow
-from app.core.types import Input
+from app.core.types import Input, Omittable, Patch
 
 
 class AgentBase(SQLModel):
@@ -32,14 +32,16 @@ class AgentCreate(AgentBase, Input):
     pass
 
 
-class AgentUpdate(Input):
-    name: str | None = Field(default=None, min_length=1, max_length=100)
-    description: str | None = Field(default=None, max_length=1_000)
-    model_id: uuid.UUID | None = None
-    instructions: str | None = Field(default=None, max_length=20_000)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_output_tokens: int | None = Field(default=None, ge=1, le=10_000_000)
-    is_active: bool | None = None
+class AgentUpdate(Patch):
+    name: Omittable[str] = Field(default=None, min_length=1, max_length=100)
+    description: Omittable[str] = Field(default=None, max_length=1_000)
+    model_id: uuid.UUID | None = Field(default=None, description="null: no model.")
+    instructions: Omittable[str] = Field(default=None, max_length=20_000)
+    temperature: Omittable[float] = Field(default=None, ge=0, le=2)
+    max_output_tokens: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="null: the model's limit."
+    )
+    is_active: Omittable[bool] = None
 
 
 class AgentPublic(AgentBase):

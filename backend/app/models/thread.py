@@ -7,7 +7,7 @@ from sqlalchemy import Index, String, Text
 from sqlmodel import Field, SQLModel
 
 from app.core.db import ExactDecimal, TokenCount, UTCDateTime, utcnow
-from app.core.types import COST_DIGITS, COST_PLACES, Input
+from app.core.types import COST_DIGITS, COST_PLACES, Input, Omittable, Patch
 
 
 class Thread(SQLModel, table=True):
@@ -50,9 +50,11 @@ class ThreadCreate(Input):
     title: str | None = Field(default=None, min_length=1, max_length=200)
 
 
-class ThreadUpdate(Input):
-    title: str | None = Field(default=None, min_length=1, max_length=200)
-    is_archived: bool | None = None
+class ThreadUpdate(Patch):
+    title: str | None = Field(
+        default=None, min_length=1, max_length=200, description="null: no title."
+    )
+    is_archived: Omittable[bool] = None
 
 
 class ThreadPublic(SQLModel):

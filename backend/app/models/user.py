@@ -13,12 +13,18 @@ from app.core.types import (
     GivenPassword,
     Input,
     NewPassword,
+    Omittable,
+    Patch,
 )
 
 
 class UserBase(SQLModel):
     email: Email = Field(max_length=EMAIL_MAX_LENGTH)
     full_name: FullName | None = Field(default=None, max_length=255)
+
+
+# The unique index on user.email, by the name the naming convention gives it.
+EMAIL_UNIQUE = "ix_user_email"
 
 
 class User(UserBase, table=True):
@@ -48,21 +54,21 @@ class UserRegister(UserBase, Input):
     password: NewPassword
 
 
-class UserUpdate(Input):
+class UserUpdate(Patch):
     """A superuser changes an account; absent fields stay as they are."""
 
-    email: Email | None = None
+    email: Omittable[Email] = None
     full_name: FullName | None = None
-    password: NewPassword | None = None
-    is_active: bool | None = None
-    is_superuser: bool | None = None
-    monthly_budget_usd: Budget | None = None
+    password: Omittable[NewPassword] = None
+    is_active: Omittable[bool] = None
+    is_superuser: Omittable[bool] = None
+    monthly_budget_usd: Budget | None = Field(default=None, description="null: unlimited.")
 
 
-class UserUpdateMe(Input):
-    email: Email | None = None
+class UserUpdateMe(Patch):
+    email: Omittable[Email] = None
     full_name: FullName | None = None
-    current_password: GivenPassword | None = Field(
+    current_password: Omittable[GivenPassword] = Field(
         default=None, description="Required to change the email; checked, never stored."
     )
 

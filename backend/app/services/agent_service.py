@@ -26,7 +26,9 @@ class AgentService:
     ) -> tuple[list[Agent], int]:
         if owner_id is not None and not user.is_superuser:
             raise UnprocessableError(
-                "Only superusers may filter agents by owner", code="owner_filter_forbidden"
+                "Only superusers may filter agents by owner",
+                loc=("query", "owner_id"),
+                code="owner_filter_forbidden",
             )
         return agent_crud.list_agents(
             session=session, user=user, q=q, owner_id=owner_id, sort=sort, skip=skip, limit=limit
@@ -41,8 +43,12 @@ class AgentService:
 
     @staticmethod
     def create(*, session: Session, user: User, agent_in: AgentCreate) -> Agent:
+        _check_model(
+            session=session,
+            model_id=agent_in.model_id,
+            max_output_tokens=agent_in.max_output_tokens,
+        )
         agent = Agent.model_validate(agent_in, update={"owner_id": user.id})
-        _check_model(session=session, agent=agent)
         session.add(agent)
         session.commit()
         return agent
@@ -53,12 +59,14 @@ class AgentService:
     ) -> Agent:
         agent = AgentService.get(session=session, user=user, agent_id=agent_id)
         changes = agent_in.model_dump(exclude_unset=True)
-        for required in ("name", "instructions", "description", "temperature", "is_active"):
-            if required in changes and changes[required] is None:
-                raise UnprocessableError(f"{required} cannot be null", code="validation_error")
+        # Checked before the row changes: a flush of an unknown model_id would fail.
+        _check_model(
+            session=session,
+            model_id=changes.get("model_id", agent.model_id),
+            max_output_tokens=changes.get("max_output_tokens", agent.max_output_tokens),
+        )
         agent.sqlmodel_update(changes)
         agent.updated_at = utcnow()
-        _check_model(session=session, agent=agent)
         session.add(agent)
         session.commit()
         return agent
@@ -73,17 +81,22 @@ class AgentService:
         session.commit()
 
 
-def _check_model(*, session: Session, agent: Agent) -> None:
+def _check_model(
+    *, session: Session, model_id: uuid.UUID | None, max_output_tokens: int | None
+) -> None:
     """An agent's model must exist and be enabled, and its output limit must fit it."""
-    if agent.model_id is None:
+    if model_id is None:
         return
-    model = model_manager.get_model_by_id(session=session, model_id=agent.model_id)
+    model = model_manager.get_model_by_id(session=session, model_id=model_id)
     if model is None or not model.is_enabled:
         raise UnprocessableError(
-            "model_id does not name an enabled model of the catalog", code="model_unavailable"
+            "model_id does not name an enabled model of the catalog",
+            loc=("body", "model_id"),
+            code="model_unavailable",
         )
-    if agent.max_output_tokens is not None and agent.max_output_tokens > model.max_output_tokens:
+    if max_output_tokens is not None and max_output_tokens > model.max_output_tokens:
         raise UnprocessableError(
             f"max_output_tokens exceeds the model's limit of {model.max_output_tokens}",
+            loc=("body", "max_output_tokens"),
             code="max_output_tokens_too_large",
         )

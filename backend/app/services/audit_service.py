@@ -1,3 +1,4 @@
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -73,9 +74,16 @@ class AuditService:
         return AuditLogPublic.model_validate({"data": page, "next_cursor": next_cursor})
 
 
+_CURSOR = re.compile(r"[0-9]{1,19}")
+_MAX_ID = 2**63 - 1  # a BIGINT, and SQLite's INTEGER
+
+
 def _parse_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
-    if not cursor.isdigit() or len(cursor) > 19:
-        raise UnprocessableError("cursor is not one this API gave out", code="invalid_cursor")
+    # ASCII digits only (str.isdigit also takes "²"), and no more than the column holds.
+    if not _CURSOR.fullmatch(cursor) or int(cursor) > _MAX_ID:
+        raise UnprocessableError(
+            "cursor is not one this API gave out", loc=("query", "cursor"), code="invalid_cursor"
+        )
     return int(cursor)

@@ -93,7 +93,9 @@ class RunService:
         )
         if model is None or not model.is_enabled:
             raise UnprocessableError(
-                "This agent has no enabled model to answer with", code="model_unavailable"
+                "This agent has no enabled model to answer with",
+                loc=("path", "thread_id"),
+                code="model_unavailable",
             )
         max_output = min(
             agent.max_output_tokens or model.max_output_tokens, model.max_output_tokens

@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from app.core.db import utcnow
 from app.core.errors import NotFoundError, UnprocessableError
+from app.core.types import storable_instant
 from app.crud import agent as agent_crud
 from app.crud import run as run_crud
 from app.crud import thread as thread_crud
@@ -77,10 +78,7 @@ class ThreadService:
         *, session: Session, user: User, thread_id: uuid.UUID, thread_in: ThreadUpdate
     ) -> Thread:
         thread = ThreadService.get(session=session, user=user, thread_id=thread_id)
-        changes = thread_in.model_dump(exclude_unset=True)
-        if "is_archived" in changes and changes["is_archived"] is None:
-            raise UnprocessableError("is_archived cannot be null", code="validation_error")
-        thread.sqlmodel_update(changes)
+        thread.sqlmodel_update(thread_in.model_dump(exclude_unset=True))
         thread.updated_at = utcnow()
         session.add(thread)
         session.commit()
@@ -133,8 +131,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created_at = datetime.fromisoformat(at)
         if created_at.tzinfo is None:
             raise ValueError("naive")
-        return created_at, uuid.UUID(message_id)
+        # A forged cursor may name any instant; only those the database can hold pass.
+        return storable_instant(created_at), uuid.UUID(message_id)
     except (ValueError, binascii.Error, UnicodeDecodeError) as error:
         raise UnprocessableError(
-            "cursor is not one this API gave out", code="invalid_cursor"
+            "cursor is not one this API gave out", loc=("query", "cursor"), code="invalid_cursor"
         ) from error

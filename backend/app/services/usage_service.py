@@ -31,10 +31,14 @@ class UsageService:
         first = start or today.replace(day=1)
         last = end or today
         if last < first:
-            raise UnprocessableError("`to` is before `from`", code="invalid_range")
+            raise UnprocessableError(
+                "`to` is before `from`", loc=("query", "to"), code="invalid_range"
+            )
         if (last - first).days >= MAX_REPORT_DAYS:
             raise UnprocessableError(
-                f"A report covers at most {MAX_REPORT_DAYS} days", code="invalid_range"
+                f"A report covers at most {MAX_REPORT_DAYS} days",
+                loc=("query", "to" if end else "from"),
+                code="invalid_range",
             )
         rows = usage_crud.grouped(
             session=session,

@@ -24,6 +24,7 @@ from app.crud import user as user_crud
 from app.crud.user import UserSort
 from app.models.auth import LoginSessionPublic, LoginSessionsPublic
 from app.models.user import (
+    EMAIL_UNIQUE,
     UpdatePassword,
     User,
     UserCreate,
@@ -89,8 +90,10 @@ class UserService:
             if user_in.current_password is None:
                 raise UnprocessableError(
                     "Changing the email needs the current password",
+                    loc=("body", "current_password"),
                     code="current_password_required",
-                    extra={"errors": [_MISSING_CURRENT_PASSWORD]},
+                    type="missing",
+                    msg="Field required to change the email",
                 )
             _prove_password(
                 session=session,
@@ -397,13 +400,6 @@ def _new_user(
     return user
 
 
-_MISSING_CURRENT_PASSWORD = {
-    "loc": ["body", "current_password"],
-    "msg": "Field required to change the email",
-    "type": "missing",
-}
-
-
 def _prove_password(
     *,
     session: Session,
@@ -489,5 +485,6 @@ def _ensure_a_superuser_remains(session: Session) -> None:
 
 def _commit_unique(session: Session) -> None:
     commit_or_conflict(
-        session, ConflictError("A user with this email already exists", code="email_taken")
+        session,
+        {EMAIL_UNIQUE: ConflictError("A user with this email already exists", code="email_taken")},
     )

@@ -2,10 +2,10 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from app.api.deps import SessionDep, SuperuserDep
 from app.api.errors import error_responses
+from app.core.types import Instant, Text
 from app.models.audit import AuditLogPublic
 from app.services.audit_service import AuditService
 
@@ -23,14 +23,14 @@ def list_audit_log(
     session: SessionDep,
     _: SuperuserDep,
     actor_id: uuid.UUID | None = None,
-    action: Annotated[str | None, Query(max_length=64)] = None,
-    target_type: Annotated[str | None, Query(max_length=32)] = None,
-    target_id: Annotated[str | None, Query(max_length=64)] = None,
-    since: Annotated[AwareDatetime | None, Query(description="From this time on.")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Before this time.")] = None,
+    action: Annotated[Text | None, Query(max_length=64)] = None,
+    target_type: Annotated[Text | None, Query(max_length=32)] = None,
+    target_id: Annotated[Text | None, Query(max_length=64)] = None,
+    since: Annotated[Instant | None, Query(description="From this time on.")] = None,
+    until: Annotated[Instant | None, Query(description="Before this time.")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[
-        str | None, Query(max_length=32, description="next_cursor of a page.")
+        Text | None, Query(max_length=32, description="next_cursor of a page.")
     ] = None,
 ) -> AuditLogPublic:
     """Who did what, newest first; entries are never edited or deleted."""

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Query, status
 
 from app.api.deps import CurrentUser, LimitParam, SessionDep, SkipParam
 from app.api.errors import error_responses
+from app.core.types import Text
 from app.crud.agent import AgentSort
 from app.models.agent import Agent, AgentCreate, AgentPublic, AgentsPublic, AgentUpdate
 from app.services.agent_service import AgentService
@@ -27,7 +28,7 @@ def list_agents(
     skip: SkipParam = 0,
     limit: LimitParam = 50,
     q: Annotated[
-        str | None, Query(max_length=100, description="Part of a name or description.")
+        Text | None, Query(max_length=100, description="Part of a name or description.")
     ] = None,
     owner_id: Annotated[uuid.UUID | None, Query(description="Superusers only.")] = None,
     sort: Annotated[AgentSort, Query(description="A field; '-' first for descending.")] = (

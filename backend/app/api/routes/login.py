@@ -1,10 +1,11 @@
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Form, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from app.api.deps import CurrentAuth, RequestContextDep, SessionDep, ThrottleDep
 from app.api.errors import error_responses
+from app.core.types import Input
 from app.models.auth import (
     Message,
     PasswordRecoveryRequest,
@@ -20,10 +21,9 @@ router = APIRouter(tags=["login"])
 RECOVERY_ACCEPTED = "If that account exists, a link to reset its password is on its way."
 
 
-class LoginForm(BaseModel):
+class LoginForm(Input):
     """OAuth2's password grant, as /docs' Authorize button sends it."""
 
-    model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=1, max_length=254, description="The account's email.")
     password: str = Field(min_length=1, max_length=128)
     grant_type: str | None = Field(default=None, pattern="^password$")

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Query, status
 
 from app.api.deps import CurrentUser, LimitParam, RunDispatcherDep, SessionDep, SkipParam
 from app.api.errors import error_responses
+from app.core.types import Text
 from app.crud.thread import MessageOrder, ThreadSort
 from app.models.run import PostedMessage, RunsPublic
 from app.models.thread import (
@@ -125,7 +126,7 @@ def list_messages(
     current_user: CurrentUser,
     thread_id: uuid.UUID,
     limit: LimitParam = 50,
-    cursor: Annotated[str | None, Query(max_length=200, description="A next_cursor.")] = None,
+    cursor: Annotated[Text | None, Query(max_length=200, description="A next_cursor.")] = None,
     order: MessageOrder = "asc",
 ) -> MessagesPublic:
     """A page of messages, oldest first by default; follow next_cursor for more."""

@@ -1,20 +1,20 @@
 """Usage reports and quotas: mine, and everyone's for superusers."""
 
-from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
 from app.api.deps import CurrentUser, SessionDep, SuperuserDep
 from app.api.errors import error_responses
+from app.core.types import Day
 from app.models.usage import AdminGroup, QuotaPublic, UsageReport, UserGroup
 from app.services.quota_service import QuotaService
 from app.services.usage_service import UsageService
 
 router = APIRouter(tags=["usage"])
 
-From = Annotated[date | None, Query(alias="from", description="First day (UTC).")]
-To = Annotated[date | None, Query(alias="to", description="Last day (UTC), inclusive.")]
+From = Annotated[Day | None, Query(alias="from", description="First day (UTC).")]
+To = Annotated[Day | None, Query(alias="to", description="Last day (UTC), inclusive.")]
 
 
 @router.get(

@@ -14,6 +14,7 @@ from app.api.deps import (
     ThrottleDep,
 )
 from app.api.errors import error_responses
+from app.core.types import Text
 from app.crud.user import UserSort
 from app.models.auth import LoginSessionsPublic, Message
 from app.models.user import (
@@ -167,7 +168,9 @@ def list_users(
     _: SuperuserDep,
     skip: SkipParam = 0,
     limit: LimitParam = 50,
-    q: Annotated[str | None, Query(max_length=254, description="Part of an email or name.")] = None,
+    q: Annotated[
+        Text | None, Query(max_length=254, description="Part of an email or name.")
+    ] = None,
     is_active: bool | None = None,
     is_superuser: bool | None = None,
     sort: Annotated[UserSort, Query(description="A field; '-' first for descending.")] = (

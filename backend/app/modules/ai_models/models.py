@@ -8,7 +8,7 @@ from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.core.db import ExactDecimal, UTCDateTime, utcnow
-from app.core.types import PRICE_DIGITS, PRICE_PLACES, Input
+from app.core.types import PRICE_DIGITS, PRICE_PLACES, Input, Omittable, Patch, Price
 
 PROVIDER_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,49}$"
 
@@ -19,24 +19,17 @@ class AIModelBase(SQLModel):
     display_name: str = Field(min_length=1, max_length=200)
     context_window: int = Field(ge=1, le=100_000_000, description="Tokens in and out.")
     max_output_tokens: int = Field(ge=1, le=10_000_000)
-    input_price_per_million: Decimal = Field(
-        ge=0,
-        max_digits=PRICE_DIGITS,
-        decimal_places=PRICE_PLACES,
-        description="USD per million tokens.",
-    )
-    output_price_per_million: Decimal = Field(
-        ge=0,
-        max_digits=PRICE_DIGITS,
-        decimal_places=PRICE_PLACES,
-        description="USD per million tokens.",
-    )
+    input_price_per_million: Price
+    output_price_per_million: Price
     is_enabled: bool = True
+
+
+PROVIDER_NAME_UNIQUE = "uq_ai_model_provider_name"
 
 
 class AIModel(AIModelBase, table=True):
     __tablename__ = "ai_model"
-    __table_args__ = (UniqueConstraint("provider", "name"),)
+    __table_args__ = (UniqueConstraint("provider", "name", name=PROVIDER_NAME_UNIQUE),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     input_price_per_million: Decimal = Field(sa_type=ExactDecimal(PRICE_DIGITS, PRICE_PLACES))
@@ -82,31 +75,20 @@ class AIModelCreate(AIModelBase, Input):
         return self
 
 
-class AIModelUpdate(Input):
-    """A superuser changes a model; absent fields stay as they are, null is refused."""
+class AIModelUpdate(Patch):
+    """A superuser changes a model; absent fields stay as they are (every column is NOT
+    NULL, so null is refused)."""
 
-    provider: str | None = Field(
+    provider: Omittable[str] = Field(
         default=None, min_length=1, max_length=50, schema_extra={"pattern": PROVIDER_PATTERN}
     )
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    display_name: str | None = Field(default=None, min_length=1, max_length=200)
-    context_window: int | None = Field(default=None, ge=1, le=100_000_000)
-    max_output_tokens: int | None = Field(default=None, ge=1, le=10_000_000)
-    input_price_per_million: Decimal | None = Field(
-        default=None, ge=0, max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES
-    )
-    output_price_per_million: Decimal | None = Field(
-        default=None, ge=0, max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES
-    )
-    is_enabled: bool | None = None
-
-    @field_validator("*")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        # Every column is NOT NULL: null would otherwise surface as a database error.
-        if value is None:
-            raise ValueError("may be left out, but not null")
-        return value
+    name: Omittable[str] = Field(default=None, min_length=1, max_length=200)
+    display_name: Omittable[str] = Field(default=None, min_length=1, max_length=200)
+    context_window: Omittable[int] = Field(default=None, ge=1, le=100_000_000)
+    max_output_tokens: Omittable[int] = Field(default=None, ge=1, le=10_000_000)
+    input_price_per_million: Omittable[Price] = None
+    output_price_per_million: Omittable[Price] = None
+    is_enabled: Omittable[bool] = None
 
     @field_validator("input_price_per_million", "output_price_per_million")
     @classmethod

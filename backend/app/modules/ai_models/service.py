@@ -11,11 +11,12 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from app.core.db import utcnow
+from app.core.db import utcnow, violation_of
 from app.core.errors import ConflictError, NotFoundError, PermissionDeniedError, UnprocessableError
 from app.models.user import User
 from app.modules.ai_models.manager import model_manager
 from app.modules.ai_models.models import (
+    PROVIDER_NAME_UNIQUE,
     AIModel,
     AIModelCreate,
     AIModelPublic,
@@ -120,9 +121,11 @@ class AIModelService:
         session.delete(model)
         try:
             session.commit()
-        except IntegrityError as error:  # an agent took it up since we looked
+        except IntegrityError as error:
             session.rollback()
-            raise _in_use() from error
+            if violation_of(error).kind != "foreign_key":
+                raise
+            raise _in_use() from error  # an agent took it up since we looked
 
     # ==================== the command line ====================
 
@@ -133,11 +136,13 @@ class AIModelService:
         try:
             document = json.loads(raw, parse_float=Decimal)
         except ValueError as error:
-            raise UnprocessableError(f"not valid JSON: {error}", code="invalid_catalog") from error
+            raise UnprocessableError(
+                f"not valid JSON: {error}", loc=(), code="invalid_catalog", type="json_invalid"
+            ) from error
         try:
             return CatalogFile.model_validate(document)
         except ValidationError as error:
-            raise UnprocessableError(_describe(error), code="invalid_catalog") from error
+            raise UnprocessableError(_describe(error), loc=(), code="invalid_catalog") from error
 
     @staticmethod
     def import_catalog(
@@ -199,8 +204,7 @@ def _ensure_output_fits(*, context_window: int, max_output_tokens: int) -> None:
         check_output_fits(context_window=context_window, max_output_tokens=max_output_tokens)
     except ValueError as error:
         # The same shape as a schema's 422, so clients handle both alike.
-        problem = {"loc": ["body", "max_output_tokens"], "msg": str(error), "type": "value_error"}
-        raise UnprocessableError(str(error), extra={"errors": [problem]}) from error
+        raise UnprocessableError(str(error), loc=("body", "max_output_tokens")) from error
 
 
 def _validate_entries(entries: Sequence[Mapping[str, Any]]) -> list[AIModelCreate]:
@@ -211,12 +215,15 @@ def _validate_entries(entries: Sequence[Mapping[str, Any]]) -> list[AIModelCreat
             model_in = AIModelCreate.model_validate(entry)
         except ValidationError as error:
             raise UnprocessableError(
-                _describe(error, where=f"models[{index}]"), code="invalid_catalog"
+                _describe(error, where=f"models[{index}]"),
+                loc=("models", index),
+                code="invalid_catalog",
             ) from error
         key = (model_in.provider, model_in.name)
         if key in first_seen:
             raise UnprocessableError(
                 f"models[{index}]: {key[0]}/{key[1]} is already models[{first_seen[key]}]",
+                loc=("models", index),
                 code="invalid_catalog",
             )
         first_seen[key] = index
@@ -265,4 +272,4 @@ def _in_use() -> ConflictError:
 
 
 def _commit_unique(session: Session) -> None:
-    commit_or_conflict(session, _duplicate())
+    commit_or_conflict(session, {PROVIDER_NAME_UNIQUE: _duplicate()})
