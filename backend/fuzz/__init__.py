@@ -1,0 +1,1 @@
+"""Schemathesis over every operation of a live Agentry server; see run.py."""
