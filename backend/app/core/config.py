@@ -11,6 +11,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.core.types import PRICE_DIGITS, PRICE_PLACES
+
 GENERATE_KEY_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", "your-secret-key"})
 SECRET_KEY_MIN_BYTES = 32
@@ -103,7 +105,7 @@ class Settings(BaseSettings):
 
     # Agent runs.
     DEFAULT_MONTHLY_BUDGET_USD: Decimal | None = Field(
-        default=Decimal("10"), ge=0, max_digits=18, decimal_places=6
+        default=Decimal("10"), ge=0, max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES
     )
     CELERY_BROKER_URL: str | None = None
     RUN_WORKERS: int = Field(default=4, ge=1, le=256)

@@ -33,7 +33,7 @@ def utcnow() -> datetime:
 
 
 # Wide enough for any ExactDecimal column and for sums of millions of them: the default
-# context (28 digits) would round a 38-digit cost.
+# context (28 digits) would round a cost of COST_DIGITS (core.types) digits.
 _WIDE = Context(prec=80)
 
 
@@ -101,6 +101,9 @@ class ExactDecimal(TypeDecorator[Decimal]):
 
 # Token counts: 64-bit (SQLite's INTEGER is 64-bit already, and says so when reflected).
 TokenCount = BigInteger().with_variant(Integer(), "sqlite")
+# Auto-incrementing 64-bit primary keys of append-only tables (the audit log, the usage
+# ledger): BIGINT on PostgreSQL; SQLite only auto-increments an INTEGER primary key.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 
 EXACT_SUM = "exact_sum"
 

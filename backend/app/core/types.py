@@ -40,6 +40,8 @@ PRICE_DIGITS = 18
 PRICE_PLACES = 6
 COST_DIGITS = 38
 COST_PLACES = 12
+# Monthly budgets are amounts of the same precision as prices: PRICE_DIGITS, PRICE_PLACES.
+
 # Token counts a provider reports are recorded up to this; beyond it they are clamped.
 MAX_REPORTED_TOKENS = 10**15
 

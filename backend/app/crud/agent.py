@@ -1,17 +1,16 @@
 import uuid
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from app.crud import text as text_crud
-from app.models.agent import Agent
+from app.crud.page import Page
+from app.models.agent import Agent, AgentSort
 from app.models.user import User
 
 T = TypeVar("T")
-
-AgentSort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
 
 
 def _visible_to(
@@ -45,7 +44,7 @@ def list_agents(
     sort: AgentSort,
     skip: int,
     limit: int,
-) -> tuple[list[Agent], int]:
+) -> Page[Agent]:
     statement = _visible_to(select(Agent), user, owner_id=owner_id)
     if q:
         statement = statement.where(
@@ -61,4 +60,4 @@ def list_agents(
     )
     order = key.desc() if sort.startswith("-") else key.asc()
     page = statement.order_by(order, col(Agent.id)).offset(skip).limit(limit)
-    return list(session.exec(page).all()), count
+    return Page(rows=session.exec(page).all(), count=count)

@@ -1,6 +1,7 @@
 """Login sessions, refresh tokens and password-reset tokens."""
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, update
@@ -74,16 +75,20 @@ def rotate_refresh_token(*, session: Session, token_hash: str, now: datetime) ->
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def get_refresh_token(
-    *, session: Session, token_hash: str
-) -> tuple[RefreshToken, LoginSession] | None:
+@dataclass(frozen=True)
+class RefreshTokenWithSession:
+    token: RefreshToken
+    login_session: LoginSession
+
+
+def get_refresh_token(*, session: Session, token_hash: str) -> RefreshTokenWithSession | None:
     statement = (
         select(RefreshToken, LoginSession)
         .join(LoginSession, col(LoginSession.id) == RefreshToken.session_id)
         .where(RefreshToken.token_hash == token_hash)
     )
     row = session.exec(statement).first()
-    return (row[0], row[1]) if row is not None else None
+    return RefreshTokenWithSession(token=row[0], login_session=row[1]) if row is not None else None
 
 
 def void_reset_tokens(*, session: Session, user: User, now: datetime) -> None:

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from app.core.db import exact_sum
+from app.crud.page import Page
 from app.models.run import ACTIVE_STATUSES, Run, RunStatus
 from app.models.thread import Thread
 from app.models.usage import UsageEntry
@@ -50,14 +51,12 @@ def get_run(*, session: Session, user: User, run_id: uuid.UUID) -> Run | None:
     return session.exec(_visible_to(select(Run).where(Run.id == run_id), user)).first()
 
 
-def list_thread_runs(
-    *, session: Session, thread: Thread, skip: int, limit: int
-) -> tuple[list[Run], int]:
+def list_thread_runs(*, session: Session, thread: Thread, skip: int, limit: int) -> Page[Run]:
     """Runs of a thread the caller already holds (crud.thread decided it is theirs)."""
     statement = select(Run).where(Run.thread_id == thread.id)
     count = session.exec(select(func.count()).select_from(statement.subquery())).one()
     page = statement.order_by(col(Run.created_at).desc(), col(Run.id)).offset(skip).limit(limit)
-    return list(session.exec(page).all()), count
+    return Page(rows=session.exec(page).all(), count=count)
 
 
 def has_active_run(*, session: Session, thread: Thread) -> bool:
@@ -231,13 +230,20 @@ def expired_leases(*, session: Session, now: datetime, limit: int) -> list[Expir
     ]
 
 
-def leases_owned_by(*, session: Session, prefix: str) -> list[tuple[uuid.UUID, str]]:
-    """(run id, lease owner) of the claimed runs whose owner names start with `prefix`."""
+@dataclass(frozen=True)
+class HeldLease:
+    run_id: uuid.UUID
+    owner: str
+
+
+def leases_owned_by(*, session: Session, prefix: str) -> list[HeldLease]:
+    """The leases of the claimed runs whose owner names start with `prefix`."""
     statement = select(Run.id, Run.lease_owner).where(
         col(Run.status).in_((RunStatus.RUNNING, RunStatus.CANCELLED)),
         col(Run.lease_owner).startswith(prefix, autoescape=True),
     )
-    return [(run_id, str(owner)) for run_id, owner in session.exec(statement).all()]
+    rows = session.exec(statement).all()
+    return [HeldLease(run_id=run_id, owner=str(owner)) for run_id, owner in rows]
 
 
 def expire_now(*, session: Session, run_ids: list[uuid.UUID], now: datetime) -> None:

@@ -2,21 +2,17 @@
 
 import uuid
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from app.models.thread import Message, Thread
+from app.crud.page import Page
+from app.models.thread import Message, MessageOrder, Thread, ThreadSort
 from app.models.user import User
 
 T = TypeVar("T")
-
-ThreadSort = Literal[
-    "last_message_at", "-last_message_at", "created_at", "-created_at", "updated_at", "-updated_at"
-]
-MessageOrder = Literal["asc", "desc"]
 
 
 def _visible_to(statement: SelectOfScalar[T], user: User) -> SelectOfScalar[T]:
@@ -37,7 +33,7 @@ def list_threads(
     sort: ThreadSort,
     skip: int,
     limit: int,
-) -> tuple[list[Thread], int]:
+) -> Page[Thread]:
     statement = _visible_to(select(Thread), user)
     if agent_id is not None:
         statement = statement.where(Thread.agent_id == agent_id)
@@ -47,7 +43,7 @@ def list_threads(
     column = col(getattr(Thread, sort.lstrip("-")))
     order = column.desc() if sort.startswith("-") else column.asc()
     page = statement.order_by(order, col(Thread.id)).offset(skip).limit(limit)
-    return list(session.exec(page).all()), count
+    return Page(rows=session.exec(page).all(), count=count)
 
 
 def list_messages(

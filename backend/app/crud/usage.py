@@ -1,6 +1,7 @@
 """The usage ledger: appended to by runs, read by reports and quota checks."""
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -11,6 +12,17 @@ from sqlmodel import Session, col, select
 
 from app.core.db import exact_sum
 from app.models.usage import UsageEntry
+
+
+@dataclass(frozen=True)
+class UsageGroup:
+    """One group of a usage report: its key and what its rows add up to."""
+
+    key: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+    runs: int
 
 
 def add_entry(*, session: Session, entry: UsageEntry) -> None:
@@ -29,8 +41,8 @@ def grouped(
     start: datetime,
     end: datetime,
     user_id: uuid.UUID | None,
-) -> list[tuple[str, int, int, Decimal, int]]:
-    """(key, input tokens, output tokens, cost, runs) per group, in [start, end)."""
+) -> list[UsageGroup]:
+    """What the ledger rows created in [start, end) add up to, per group."""
     dialect = session.get_bind().dialect.name
     key = _group_key(group_by, dialect)
     statement = (
@@ -48,7 +60,16 @@ def grouped(
     if user_id is not None:
         statement = statement.where(col(UsageEntry.user_id) == user_id)
     rows = session.execute(statement).all()
-    return [(str(k), int(i), int(o), Decimal(c or 0), int(r)) for k, i, o, c, r in rows]
+    return [
+        UsageGroup(
+            key=str(k),
+            input_tokens=int(i),
+            output_tokens=int(o),
+            cost_usd=Decimal(c or 0),
+            runs=int(r),
+        )
+        for k, i, o, c, r in rows
+    ]
 
 
 def _group_key(group_by: str, dialect: str) -> Any:

@@ -2,25 +2,15 @@
 (yourself through /users/me, anyone through superuser routes)."""
 
 import uuid
-from typing import Literal
+from dataclasses import dataclass
 
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from app.crud import text as text_crud
+from app.crud.page import Page
 from app.models.auth import LoginSession
-from app.models.user import User
-
-UserSort = Literal[
-    "created_at",
-    "-created_at",
-    "email",
-    "-email",
-    "full_name",
-    "-full_name",
-    "last_login_at",
-    "-last_login_at",
-]
+from app.models.user import User, UserSort
 
 _TEXT_SORTS = frozenset({"email", "full_name"})  # people expect "alice" before "Bob"
 
@@ -33,9 +23,15 @@ def get_user_by_email(*, session: Session, email: str) -> User | None:
     return session.exec(select(User).where(User.email == email.lower())).first()
 
 
+@dataclass(frozen=True)
+class UserWithSession:
+    user: User
+    login_session: LoginSession
+
+
 def get_user_with_login_session(
     *, session: Session, user_id: uuid.UUID, session_id: uuid.UUID
-) -> tuple[User, LoginSession] | None:
+) -> UserWithSession | None:
     """Both rows an access token names, in one round trip."""
     statement = (
         select(User, LoginSession)
@@ -43,7 +39,7 @@ def get_user_with_login_session(
         .where(LoginSession.id == session_id, User.id == user_id)
     )
     row = session.exec(statement).first()
-    return (row[0], row[1]) if row is not None else None
+    return UserWithSession(user=row[0], login_session=row[1]) if row is not None else None
 
 
 def list_users(
@@ -55,7 +51,7 @@ def list_users(
     sort: UserSort,
     skip: int,
     limit: int,
-) -> tuple[list[User], int]:
+) -> Page[User]:
     statement = select(User)
     if q:
         statement = statement.where(
@@ -76,7 +72,7 @@ def list_users(
     order = key.desc() if sort.startswith("-") else key.asc()
     # Nulls last either way, then id, so pages never overlap or skip rows.
     page = statement.order_by(column.is_(None), order, col(User.id)).offset(skip).limit(limit)
-    return list(session.exec(page).all()), count
+    return Page(rows=session.exec(page).all(), count=count)
 
 
 def count_active_superusers(*, session: Session) -> int:

@@ -1,5 +1,6 @@
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from sqlmodel import Field, SQLModel
 
@@ -49,6 +50,10 @@ class AgentPublic(AgentBase):
     owner_id: uuid.UUID
     created_at: datetime
     updated_at: datetime
+
+
+# The orders the agent list offers: a field, '-' first for descending.
+AgentSort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
 
 
 class AgentsPublic(SQLModel):

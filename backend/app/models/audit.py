@@ -4,14 +4,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Integer
+from sqlalchemy import JSON
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from app.core.db import UTCDateTime, utcnow
+from app.core.db import BigIntId, UTCDateTime, utcnow
 
-# BIGINT on PostgreSQL; SQLite only auto-increments an INTEGER primary key.
-AuditId = BigInteger().with_variant(Integer(), "sqlite")
 JsonDetails = JSON().with_variant(JSONB(), "postgresql")
 
 
@@ -19,7 +17,7 @@ class AuditEntry(SQLModel, table=True):
     __tablename__ = "audit_log"
 
     # Increasing ids give a stable newest-first order and a cursor that never skips rows.
-    id: int | None = Field(default=None, primary_key=True, sa_type=AuditId)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntId)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
     # No foreign keys: the row keeps who it was about after they are deleted.
     actor_id: uuid.UUID | None = Field(default=None, index=True)

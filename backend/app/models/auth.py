@@ -83,5 +83,7 @@ class PasswordReset(Input):
     new_password: NewPassword
 
 
-class Message(SQLModel):
+class Notice(SQLModel):
+    """A one-line notice to the person who asked: `{"message": ...}`."""
+
     message: str

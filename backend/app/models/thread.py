@@ -2,6 +2,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Literal
 
 from sqlalchemy import Index, String, Text
 from sqlmodel import Field, SQLModel
@@ -67,6 +68,12 @@ class ThreadPublic(SQLModel):
     last_message_at: datetime
 
 
+# The orders the thread list offers: a field, '-' first for descending.
+ThreadSort = Literal[
+    "last_message_at", "-last_message_at", "created_at", "-created_at", "updated_at", "-updated_at"
+]
+
+
 class ThreadsPublic(SQLModel):
     data: list[ThreadPublic]
     count: int
@@ -90,6 +97,10 @@ class MessagePublic(SQLModel):
     input_tokens: int | None = None
     output_tokens: int | None = None
     cost_usd: Decimal | None = None
+
+
+# Messages are paged oldest first (asc) or newest first (desc).
+MessageOrder = Literal["asc", "desc"]
 
 
 class MessagesPublic(SQLModel):

@@ -12,16 +12,15 @@ from typing import Literal
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
-from app.core.db import ExactDecimal, TokenCount, UTCDateTime, utcnow
+from app.core.db import BigIntId, ExactDecimal, TokenCount, UTCDateTime, utcnow
 from app.core.types import COST_DIGITS, COST_PLACES, PRICE_DIGITS, PRICE_PLACES
-from app.models.audit import AuditId
 
 
 class UsageEntry(SQLModel, table=True):
     __tablename__ = "usage_ledger"
     __table_args__ = (Index("ix_usage_ledger_user_id_created_at", "user_id", "created_at"),)
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=AuditId)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigIntId)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
     user_id: uuid.UUID
     agent_id: uuid.UUID

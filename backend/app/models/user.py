@@ -1,12 +1,15 @@
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Literal
 
 from sqlmodel import Field, SQLModel
 
 from app.core.db import ExactDecimal, UTCDateTime, utcnow
 from app.core.types import (
     EMAIL_MAX_LENGTH,
+    PRICE_DIGITS,
+    PRICE_PLACES,
     Budget,
     Email,
     FullName,
@@ -37,7 +40,9 @@ class User(UserBase, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # USD per calendar month (UTC) for runs; null means unlimited.
-    monthly_budget_usd: Decimal | None = Field(default=None, sa_type=ExactDecimal(18, 6))
+    monthly_budget_usd: Decimal | None = Field(
+        default=None, sa_type=ExactDecimal(PRICE_DIGITS, PRICE_PLACES)
+    )
 
 
 class UserCreate(UserBase, Input):
@@ -86,6 +91,19 @@ class UserPublic(UserBase):
     updated_at: datetime
     last_login_at: datetime | None
     monthly_budget_usd: Decimal | None
+
+
+# The orders the user list offers: a field, '-' first for descending.
+UserSort = Literal[
+    "created_at",
+    "-created_at",
+    "email",
+    "-email",
+    "full_name",
+    "-full_name",
+    "last_login_at",
+    "-last_login_at",
+]
 
 
 class UsersPublic(SQLModel):

@@ -6,8 +6,8 @@ from app.core.db import utcnow
 from app.core.errors import NotFoundError, UnprocessableError
 from app.crud import agent as agent_crud
 from app.crud import run as run_crud
-from app.crud.agent import AgentSort
-from app.models.agent import Agent, AgentCreate, AgentUpdate
+from app.crud.page import Page
+from app.models.agent import Agent, AgentCreate, AgentSort, AgentUpdate
 from app.models.user import User
 from app.modules.ai_models.manager import model_manager
 
@@ -23,7 +23,7 @@ class AgentService:
         sort: AgentSort,
         skip: int,
         limit: int,
-    ) -> tuple[list[Agent], int]:
+    ) -> Page[Agent]:
         if owner_id is not None and not user.is_superuser:
             raise UnprocessableError(
                 "Only superusers may filter agents by owner",

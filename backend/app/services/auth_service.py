@@ -124,7 +124,7 @@ class AuthService:
         if not auth_crud.rotate_refresh_token(session=session, token_hash=token_hash, now=now):
             AuthService._refuse_refresh(session=session, token_hash=token_hash, context=context)
         found = auth_crud.get_refresh_token(session=session, token_hash=token_hash)
-        login_session = found[1] if found is not None else None
+        login_session = found.login_session if found is not None else None
         user = (
             user_crud.get_user(session=session, user_id=login_session.user_id)
             if login_session
@@ -149,9 +149,9 @@ class AuthService:
     @staticmethod
     def _refuse_refresh(*, session: Session, token_hash: str, context: RequestContext) -> None:
         found = auth_crud.get_refresh_token(session=session, token_hash=token_hash)
-        if found is not None and found[0].rotated_at is not None:
+        if found is not None and found.token.rotated_at is not None:
             # A rotated token came back: it was copied. End the session it belongs to.
-            _token, login_session = found
+            login_session = found.login_session
             if login_session.revoked_at is None:
                 auth_crud.revoke_session_by_id(
                     session=session, session_id=login_session.id, now=utcnow()
@@ -196,7 +196,7 @@ class AuthService:
         )
         if found is None:
             raise AuthenticationError("Could not validate credentials", code="invalid_token")
-        user, login_session = found
+        user, login_session = found.user, found.login_session
         if login_session.revoked_at is not None or login_session.expires_at <= utcnow():
             raise AuthenticationError("This session has ended", code="session_revoked")
         if not user.is_active:

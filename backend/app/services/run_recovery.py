@@ -135,7 +135,7 @@ def recover(
     alive = is_alive or pid_alive
     with session_factory() as session:
         held = run_crud.leases_owned_by(session=session, prefix=host_prefix())
-        dead = [run_id for run_id, owner in held if not _owner_alive(owner, alive)]
+        dead = [lease.run_id for lease in held if not _owner_alive(lease.owner, alive)]
         if dead:
             run_crud.expire_now(session=session, run_ids=dead, now=utcnow() - timedelta(seconds=1))
             session.commit()

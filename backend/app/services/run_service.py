@@ -20,6 +20,7 @@ from app.core.db import utcnow
 from app.core.errors import ConflictError, NotFoundError, UnprocessableError
 from app.crud import agent as agent_crud
 from app.crud import run as run_crud
+from app.crud.page import Page
 from app.models.run import PostedMessage, Run
 from app.models.thread import Message, MessageCreate, MessageRole, Thread
 from app.models.user import User
@@ -155,7 +156,7 @@ class RunService:
     @staticmethod
     def list_for_thread(
         *, session: Session, user: User, thread_id: uuid.UUID, skip: int, limit: int
-    ) -> tuple[list[Run], int]:
+    ) -> Page[Run]:
         thread = ThreadService.get(session=session, user=user, thread_id=thread_id)
         return run_crud.list_thread_runs(session=session, thread=thread, skip=skip, limit=limit)
 

@@ -13,12 +13,14 @@ from app.core.types import storable_instant
 from app.crud import agent as agent_crud
 from app.crud import run as run_crud
 from app.crud import thread as thread_crud
-from app.crud.thread import MessageOrder, ThreadSort
+from app.crud.page import Page
 from app.models.thread import (
     Message,
+    MessageOrder,
     MessagesPublic,
     Thread,
     ThreadCreate,
+    ThreadSort,
     ThreadUpdate,
 )
 from app.models.user import User
@@ -37,7 +39,7 @@ class ThreadService:
         sort: ThreadSort,
         skip: int,
         limit: int,
-    ) -> tuple[list[Thread], int]:
+    ) -> Page[Thread]:
         return thread_crud.list_threads(
             session=session,
             user=user,

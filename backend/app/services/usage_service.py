@@ -48,8 +48,14 @@ class UsageService:
             user_id=user_id,
         )
         data = [
-            UsageRow(key=k, input_tokens=i, output_tokens=o, cost_usd=c, runs=r)
-            for k, i, o, c, r in rows
+            UsageRow(
+                key=row.key,
+                input_tokens=row.input_tokens,
+                output_tokens=row.output_tokens,
+                cost_usd=row.cost_usd,
+                runs=row.runs,
+            )
+            for row in rows
         ]
         totals = UsageTotals(
             input_tokens=sum(row.input_tokens for row in data),

@@ -21,7 +21,7 @@ from app.core.throttle import Limit, Throttle
 from app.core.types import canonical_email
 from app.crud import auth as auth_crud
 from app.crud import user as user_crud
-from app.crud.user import UserSort
+from app.crud.page import Page
 from app.models.auth import LoginSessionPublic, LoginSessionsPublic
 from app.models.user import (
     EMAIL_UNIQUE,
@@ -29,6 +29,7 @@ from app.models.user import (
     User,
     UserCreate,
     UserRegister,
+    UserSort,
     UserUpdate,
     UserUpdateMe,
 )
@@ -207,7 +208,7 @@ class UserService:
         sort: UserSort,
         skip: int,
         limit: int,
-    ) -> tuple[list[User], int]:
+    ) -> Page[User]:
         return user_crud.list_users(
             session=session,
             q=q,

@@ -6,8 +6,7 @@ from fastapi import APIRouter, Query, status
 from app.api.deps import CurrentUser, LimitParam, SessionDep, SkipParam
 from app.api.errors import error_responses
 from app.core.types import Text
-from app.crud.agent import AgentSort
-from app.models.agent import Agent, AgentCreate, AgentPublic, AgentsPublic, AgentUpdate
+from app.models.agent import Agent, AgentCreate, AgentPublic, AgentSort, AgentsPublic, AgentUpdate
 from app.services.agent_service import AgentService
 
 router = APIRouter(prefix="/agents", tags=["agents"])
@@ -36,7 +35,7 @@ def list_agents(
     ),
 ) -> AgentsPublic:
     """My agents (a superuser's: everyone's), filtered, sorted and paged."""
-    agents, count = AgentService.list_agents(
+    page = AgentService.list_agents(
         session=session,
         user=current_user,
         q=q,
@@ -45,7 +44,7 @@ def list_agents(
         skip=skip,
         limit=limit,
     )
-    return AgentsPublic.model_validate({"data": agents, "count": count})
+    return AgentsPublic.model_validate({"data": page.rows, "count": page.count})
 
 
 @router.post(

@@ -7,7 +7,7 @@ from app.api.deps import CurrentAuth, RequestContextDep, SessionDep, ThrottleDep
 from app.api.errors import error_responses
 from app.core.types import Input
 from app.models.auth import (
-    Message,
+    Notice,
     PasswordRecoveryRequest,
     PasswordReset,
     RefreshRequest,
@@ -83,7 +83,7 @@ def logout(session: SessionDep, auth: CurrentAuth, context: RequestContextDep) -
 
 @router.post(
     "/password-recovery",
-    response_model=Message,
+    response_model=Notice,
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="recover_password",
     summary="Request a password reset",
@@ -95,7 +95,7 @@ def recover_password(
     context: RequestContextDep,
     body: PasswordRecoveryRequest,
     background_tasks: BackgroundTasks,
-) -> Message:
+) -> Notice:
     """Mail a reset link; same answer, in the same time, whether or not the account exists."""
     PasswordRecoveryService.request(
         session=session,
@@ -104,19 +104,19 @@ def recover_password(
         context=context,
         after_response=background_tasks,
     )
-    return Message(message=RECOVERY_ACCEPTED)
+    return Notice(message=RECOVERY_ACCEPTED)
 
 
 @router.post(
     "/reset-password",
-    response_model=Message,
+    response_model=Notice,
     operation_id="reset_password",
     summary="Reset a password",
     responses=error_responses(400),
 )
-def reset_password(session: SessionDep, context: RequestContextDep, body: PasswordReset) -> Message:
+def reset_password(session: SessionDep, context: RequestContextDep, body: PasswordReset) -> Notice:
     """Set a new password with a reset link's token; every session is ended."""
     PasswordRecoveryService.reset(
         session=session, token=body.token, new_password=body.new_password, context=context
     )
-    return Message(message="Password updated; log in with the new one.")
+    return Notice(message="Password updated; log in with the new one.")

@@ -6,14 +6,15 @@ from fastapi import APIRouter, Query, status
 from app.api.deps import CurrentUser, LimitParam, RunDispatcherDep, SessionDep, SkipParam
 from app.api.errors import error_responses
 from app.core.types import Text
-from app.crud.thread import MessageOrder, ThreadSort
 from app.models.run import PostedMessage, RunsPublic
 from app.models.thread import (
     MessageCreate,
+    MessageOrder,
     MessagesPublic,
     Thread,
     ThreadCreate,
     ThreadPublic,
+    ThreadSort,
     ThreadsPublic,
     ThreadUpdate,
 )
@@ -44,7 +45,7 @@ def list_threads(
     ),
 ) -> ThreadsPublic:
     """My threads, most recently active first."""
-    threads, count = ThreadService.list_threads(
+    page = ThreadService.list_threads(
         session=session,
         user=current_user,
         agent_id=agent_id,
@@ -53,7 +54,7 @@ def list_threads(
         skip=skip,
         limit=limit,
     )
-    return ThreadsPublic.model_validate({"data": threads, "count": count})
+    return ThreadsPublic.model_validate({"data": page.rows, "count": page.count})
 
 
 @router.post(
@@ -181,7 +182,7 @@ def list_thread_runs(
     limit: LimitParam = 50,
 ) -> RunsPublic:
     """The runs of one of my threads, newest first."""
-    runs, count = RunService.list_for_thread(
+    page = RunService.list_for_thread(
         session=session, user=current_user, thread_id=thread_id, skip=skip, limit=limit
     )
-    return RunsPublic.model_validate({"data": runs, "count": count})
+    return RunsPublic.model_validate({"data": page.rows, "count": page.count})

@@ -15,14 +15,14 @@ from app.api.deps import (
 )
 from app.api.errors import error_responses
 from app.core.types import Text
-from app.crud.user import UserSort
-from app.models.auth import LoginSessionsPublic, Message
+from app.models.auth import LoginSessionsPublic, Notice
 from app.models.user import (
     UpdatePassword,
     User,
     UserCreate,
     UserPublic,
     UserRegister,
+    UserSort,
     UsersPublic,
     UserUpdate,
     UserUpdateMe,
@@ -91,7 +91,7 @@ def delete_user_me(
 
 @router.patch(
     "/me/password",
-    response_model=Message,
+    response_model=Notice,
     operation_id="update_password_me",
     summary="Change my password",
     responses=error_responses(400, 401, 429),
@@ -102,12 +102,12 @@ def update_password_me(
     auth: CurrentAuth,
     context: RequestContextDep,
     body: UpdatePassword,
-) -> Message:
+) -> Notice:
     """Change my password; my other sessions are ended."""
     UserService.change_password(
         session=session, throttle=throttle, auth=auth, body=body, context=context
     )
-    return Message(message="Password updated")
+    return Notice(message="Password updated")
 
 
 @router.get(
@@ -178,7 +178,7 @@ def list_users(
     ),
 ) -> UsersPublic:
     """Every account, filtered, sorted and paged."""
-    users, count = UserService.list_users(
+    page = UserService.list_users(
         session=session,
         q=q,
         is_active=is_active,
@@ -187,7 +187,7 @@ def list_users(
         skip=skip,
         limit=limit,
     )
-    return UsersPublic.model_validate({"data": users, "count": count})
+    return UsersPublic.model_validate({"data": page.rows, "count": page.count})
 
 
 @router.post(
@@ -259,16 +259,16 @@ def delete_user(
 
 @router.post(
     "/{user_id}/revoke-sessions",
-    response_model=Message,
+    response_model=Notice,
     operation_id="revoke_user_sessions",
     summary="End a user's sessions",
     responses=error_responses(401, 403, 404),
 )
 def revoke_user_sessions(
     session: SessionDep, actor: SuperuserDep, context: RequestContextDep, user_id: uuid.UUID
-) -> Message:
+) -> Notice:
     """End every login session of an account."""
     revoked = UserService.revoke_sessions(
         session=session, actor=actor, user_id=user_id, context=context
     )
-    return Message(message=f"{revoked} session(s) ended")
+    return Notice(message=f"{revoked} session(s) ended")

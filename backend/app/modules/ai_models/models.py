@@ -112,8 +112,8 @@ PublicPrice = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "pattern": r"^\d+\.\d{6}$",
-            "examples": ["2.500000"],
+            "pattern": rf"^\d+\.\d{{{PRICE_PLACES}}}$",
+            "examples": [str(Decimal("2.5").quantize(PRICE_QUANTUM))],
             "description": "USD per million tokens, as an exact decimal string.",
         }
     ),
