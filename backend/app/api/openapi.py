@@ -1,8 +1,9 @@
 """The OpenAPI schema, as the generated TypeScript client should see it.
 
 FastAPI declares its own 422 body; ours is `ErrorResponse`, and so is every other error.
-Failures any route can give (422 where it takes input, 500, 503 when busy) are declared
-here once rather than on each route.
+Failures any route can give (422 where it takes input; 408 and 413 where it takes a
+body, which is received before the route runs; 500; 503 when busy) are declared here
+once rather than on each route.
 """
 
 from collections.abc import Callable
@@ -46,6 +47,9 @@ def openapi_builder(app: FastAPI, *, unadmitted_paths: frozenset[str]) -> Callab
                 responses = operation["responses"]
                 if "422" in responses:
                     responses["422"] = _error(422)
+                if "requestBody" in operation:
+                    responses.setdefault("408", _error(408))
+                    responses.setdefault("413", _error(413))
                 responses.setdefault("500", _error(500))
                 if path not in unadmitted_paths:
                     responses.setdefault("503", _error(503))

@@ -60,6 +60,8 @@ def test_every_operation_declares_its_errors_with_the_error_body() -> None:
                 assert ref.endswith("/ErrorResponse"), f"{method} {path} {status}"
             if operation.get("parameters") or operation.get("requestBody"):
                 assert "422" in responses, f"{method} {path}"
+            if operation.get("requestBody"):  # received, and bounded, before the route runs
+                assert {"408", "413"} <= set(responses), f"{method} {path}"
 
 
 class TestDocsExposure:
