@@ -183,8 +183,14 @@ def cancel_active(
     agent_id: uuid.UUID | None = None,
 ) -> int:
     """Cancels the active runs of a thread or an agent about to be deleted."""
-    scope = col(Run.thread_id) == thread_id if thread_id else col(Run.agent_id) == agent_id
-    return _cancel_where(session, scope, now=now)
+    return _cancel_where(session, _of(thread_id, agent_id), now=now)
+
+
+def _of(thread_id: uuid.UUID | None, agent_id: uuid.UUID | None) -> ColumnElement[bool]:
+    """The runs of one thread, or else of one agent."""
+    if thread_id is not None:
+        return col(Run.thread_id) == thread_id
+    return col(Run.agent_id) == agent_id
 
 
 def _cancel_where(session: Session, scope: ColumnElement[bool], *, now: datetime) -> int:
@@ -208,8 +214,7 @@ def delete_settled(
 ) -> None:
     """Deletes the runs of a thread or agent that hold nothing; runs still holding a
     reservation stay until they settle."""
-    scope = col(Run.thread_id) == thread_id if thread_id else col(Run.agent_id) == agent_id
-    session.execute(delete(Run).where(scope, col(Run.lease_owner).is_(None)))
+    session.execute(delete(Run).where(_of(thread_id, agent_id), col(Run.lease_owner).is_(None)))
 
 
 # ==================== recovering ====================

@@ -100,7 +100,3 @@ class LeaseRegistry:
         now = self._clock()
         with self._lock:
             return {run_id: h.owner for run_id, h in self._held.items() if now < h.renew_until}
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._held)
