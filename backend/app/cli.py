@@ -1,4 +1,7 @@
-"""The `agentry` command."""
+"""The `agentry` command: the composition root of every process but the web app's.
+
+Settings are read once here, from the environment, and handed to each command, which
+builds what it needs (an engine, a Celery worker) from them."""
 
 import argparse
 import json
@@ -9,19 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from celery import Celery
 from celery.signals import worker_shutting_down
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session
 
 from app.core import migrations
-from app.core.config import settings
-from app.core.db import engine
+from app.core.config import ConfigurationError, Settings, load_settings
+from app.core.db import create_db_engine, open_session
 from app.core.errors import AppError
 from app.core.logger import configure_logging
 from app.main import create_app
-from app.modules.ai_models.service import AIModelService
+from app.services.ai_model_service import AIModelService
 from app.services.bootstrap_service import BootstrapService
-from app.tasks.celery_app import celery_app
+from app.tasks.celery_app import build_worker_app
+from app.tasks.resources import session_factory_for
 
 logger = logging.getLogger("agentry.worker")
 
@@ -29,12 +34,16 @@ logger = logging.getLogger("agentry.worker")
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    configure_logging(settings)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
         return 2
-    result: int = handler(args)
+    try:
+        config = load_settings()
+    except ConfigurationError as error:
+        return _refuse(error.problems)
+    configure_logging(config)
+    result: int = handler(args, config)
     return result
 
 
@@ -77,18 +86,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _refuse_unsafe_settings() -> bool:
-    problems = settings.problems()
+def _refuse(problems: list[str]) -> int:
     for problem in problems:
         print(f"agentry: refusing to start: {problem}", file=sys.stderr)
-    return bool(problems)
+    return 2
 
 
-def _serve(args: argparse.Namespace) -> int:
-    if _refuse_unsafe_settings():
-        return 2
-    migrations.upgrade("head")
-    _bootstrap()
+def _serve(args: argparse.Namespace, config: Settings) -> int:
+    if config.problems():
+        return _refuse(config.problems())
+    engine = create_db_engine(config)
+    migrations.upgrade(engine, "head")
+    _bootstrap(engine, config)
+    engine.dispose()
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -103,39 +113,48 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bootstrap() -> None:
-    with Session(engine) as session:
-        for notice in BootstrapService.run(session=session):
+def _bootstrap(engine: Engine, config: Settings) -> None:
+    with open_session(engine) as session:
+        for notice in BootstrapService.run(session=session, config=config):
             print(notice, flush=True)
 
 
-def _create_superuser(_args: argparse.Namespace) -> int:
-    if _refuse_unsafe_settings():
-        return 2
-    if settings.first_superuser_email is None:
+def _create_superuser(_args: argparse.Namespace, config: Settings) -> int:
+    if config.problems():
+        return _refuse(config.problems())
+    if config.first_superuser_email is None:
         print("agentry: set FIRST_SUPERUSER_EMAIL first", file=sys.stderr)
         return 2
-    migrations.upgrade("head")
-    _bootstrap()
+    engine = create_db_engine(config)
+    try:
+        migrations.upgrade(engine, "head")
+        _bootstrap(engine, config)
+    finally:
+        engine.dispose()
     return 0
 
 
-def _worker(args: argparse.Namespace) -> int:
+def _worker(args: argparse.Namespace, config: Settings) -> int:
     """Runs until stopped. A supervisor restarts it by its exit code: 0 only when it was
     asked to stop (SIGTERM, SIGINT), anything else is a failure it reports in one line."""
-    if _refuse_unsafe_settings():
-        return 2
-    if not settings.CELERY_BROKER_URL:
+    if config.problems():
+        return _refuse(config.problems())
+    if not config.CELERY_BROKER_URL:
         print("agentry: set CELERY_BROKER_URL to run workers", file=sys.stderr)
         return 2
+    engine = create_db_engine(config)
     try:
-        migrations.upgrade("head")
+        migrations.upgrade(engine, "head")
     except SQLAlchemyError as error:
         return _worker_failed(f"cannot reach the database ({_first_line(error)})")
-    return _run_celery_worker(concurrency=args.concurrency)
+    celery = build_worker_app(config, session_factory=session_factory_for(engine))
+    try:
+        return _run_celery_worker(celery, concurrency=args.concurrency)
+    finally:
+        engine.dispose()
 
 
-def _run_celery_worker(*, concurrency: int) -> int:
+def _run_celery_worker(celery: Celery, *, concurrency: int) -> int:
     stop_signals: list[str] = []
 
     def record_stop_signal(sig: str, **_kwargs: Any) -> None:
@@ -145,7 +164,7 @@ def _run_celery_worker(*, concurrency: int) -> int:
     celery_logger = logging.getLogger("celery")
     worker_shutting_down.connect(record_stop_signal, weak=False)
     try:
-        worker = celery_app.Worker(
+        worker = celery.Worker(
             loglevel="INFO",
             concurrency=concurrency,
             pool_cls="threads",
@@ -205,13 +224,17 @@ class _LastCritical(logging.Handler):
         self.message = lines[0] if lines else None
 
 
-def _migrate(args: argparse.Namespace) -> int:
-    migrations.migrate_to(args.to, sql=args.sql)
+def _migrate(args: argparse.Namespace, config: Settings) -> int:
+    engine = create_db_engine(config)
+    try:
+        migrations.migrate_to(engine, args.to, sql=args.sql)
+    finally:
+        engine.dispose()
     return 0
 
 
-def _openapi(args: argparse.Namespace) -> int:
-    schema = json.dumps(create_app().openapi(), indent=2, sort_keys=False) + "\n"
+def _openapi(args: argparse.Namespace, config: Settings) -> int:
+    schema = json.dumps(create_app(config).openapi(), indent=2, sort_keys=False) + "\n"
     if args.file is None:
         sys.stdout.write(schema)
     else:
@@ -220,24 +243,27 @@ def _openapi(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import_models(args: argparse.Namespace) -> int:
-    if _refuse_unsafe_settings():
-        return 2
+def _import_models(args: argparse.Namespace, config: Settings) -> int:
+    if config.problems():
+        return _refuse(config.problems())
     try:
         raw = args.file.read_bytes()
     except OSError as error:
         print(f"agentry: cannot read {args.file}: {error.strerror}", file=sys.stderr)
         return 2
+    engine = create_db_engine(config)
     try:
         catalog = AIModelService.parse_catalog(raw)
-        migrations.upgrade("head")
-        with Session(engine) as session:
+        migrations.upgrade(engine, "head")
+        with open_session(engine) as session:
             created, updated = AIModelService.import_catalog(
                 session=session, entries=catalog.models
             )
     except AppError as error:
         print(f"agentry: {args.file}: {error.detail}", file=sys.stderr)
         return 2
+    finally:
+        engine.dispose()
     print(f"{created} created, {updated} updated")
     return 0
 

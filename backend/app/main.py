@@ -1,4 +1,6 @@
-"""The application factory."""
+"""The application factory: the composition root of the web process. Settings, the
+database engine, the throttle and the run dispatcher are built here, once, and reach
+routes through `app.state` (see api/deps.py)."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +15,8 @@ from app.api.errors import register_error_handlers
 from app.api.main import api_router
 from app.api.openapi import openapi_builder
 from app.api.routes.utils import LIVENESS_PATH
-from app.core.config import ConfigurationError, Settings, settings
+from app.core.config import ConfigurationError, Settings, load_settings
+from app.core.db import create_db_engine
 from app.core.logger import configure_logging
 from app.core.middleware import AdmissionMiddleware, RequestMiddleware
 from app.core.throttle import build_throttle
@@ -22,14 +25,18 @@ from app.tasks.dispatch import build_dispatcher
 API_PREFIX = "/api/v1"
 
 
-def create_app(config: Settings = settings) -> FastAPI:
+def create_app(config: Settings | None = None) -> FastAPI:
+    """The app for `config`, or for the environment's settings (uvicorn's factory call)."""
+    if config is None:
+        config = load_settings()
     problems = config.problems()
     if problems:
         raise ConfigurationError(problems)
     _ = config.secret_key  # generated and kept in DATA_DIR now, not at the first login
     configure_logging(config)
     docs = config.docs_exposed
-    dispatcher = build_dispatcher(config)
+    engine = create_db_engine(config)
+    dispatcher = build_dispatcher(config, engine)
 
     @asynccontextmanager
     async def lifespan(application: FastAPI) -> AsyncIterator[None]:
@@ -37,6 +44,7 @@ def create_app(config: Settings = settings) -> FastAPI:
         await run_in_threadpool(application.state.run_dispatcher.recover)
         yield
         await run_in_threadpool(application.state.run_dispatcher.close)
+        application.state.engine.dispose()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -48,6 +56,8 @@ def create_app(config: Settings = settings) -> FastAPI:
         redoc_url=None,
         separate_input_output_schemas=False,
     )
+    app.state.settings = config
+    app.state.engine = engine
     app.state.throttle = build_throttle(config)
     app.state.run_dispatcher = dispatcher
     app.include_router(api_router, prefix=API_PREFIX)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from sqlmodel import Session, SQLModel
 
-from app.core.db import engine, utcnow
+from app.core.config import Settings, load_settings
+from app.core.db import create_db_engine, utcnow
 from app.core.security import create_access_token, hash_password
 from app.models.agent import Agent
 from app.models.auth import LoginSession
@@ -68,9 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.messages < PAGING_THREAD_MESSAGES:
         parser.error(f"--messages must be at least {PAGING_THREAD_MESSAGES}")
     started = time.perf_counter()
-    with Session(engine, expire_on_commit=False) as session:
+    config = load_settings()
+    with Session(create_db_engine(config), expire_on_commit=False) as session:
         fixture = seed(
             session,
+            config=config,
             users=args.users,
             agents_per_user=args.agents_per_user,
             messages=args.messages,
@@ -80,12 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def seed(session: Session, *, users: int, agents_per_user: int, messages: int) -> Fixture:
+def seed(
+    session: Session, *, config: Settings, users: int, agents_per_user: int, messages: int
+) -> Fixture:
     """Users with a login session each, their agents, and threads of a few of them."""
     now = utcnow()
     # Unique per run, so seeding a database twice (a --database-url reused) cannot clash.
     tag = secrets.token_hex(4)
-    hashed = hash_password(PASSWORD)  # once: hashing is slow on purpose
+    hashed = hash_password(PASSWORD, config=config)  # once: hashing is slow on purpose
     people = [
         User(email=f"bench-{tag}-{index}@example.com", hashed_password=hashed)
         for index in range(users)
@@ -115,7 +120,7 @@ def seed(session: Session, *, users: int, agents_per_user: int, messages: int) -
     fixture = Fixture()
     tokens: dict[uuid.UUID, str] = {}
     for user, login in zip(people, logins, strict=True):
-        token, _ = create_access_token(user_id=user.id, session_id=login.id)
+        token, _ = create_access_token(user_id=user.id, session_id=login.id, config=config)
         tokens[user.id] = token
         fixture.users.append(SeededUser(token, [str(agent.id) for agent in agents[user.id]]))
     per_thread: dict[uuid.UUID, int] = {}

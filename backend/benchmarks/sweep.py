@@ -31,14 +31,17 @@ os.environ.setdefault("LOG_LEVEL", "ERROR")
 from sqlmodel import Session  # noqa: E402
 
 from app.core import migrations  # noqa: E402
-from app.core.db import engine, utcnow  # noqa: E402
+from app.core.config import load_settings  # noqa: E402
+from app.core.db import create_db_engine, utcnow  # noqa: E402
 from app.models.run import Run, RunStatus  # noqa: E402
 from app.models.user import User  # noqa: E402
 from app.services.run_service import RunService  # noqa: E402
-from app.tasks.resources import default_session  # noqa: E402
+from app.tasks.resources import session_factory_for  # noqa: E402
 from tests.factories import run_policy  # noqa: E402
 
 BATCH = 1_000
+engine = create_db_engine(load_settings())
+default_session = session_factory_for(engine)
 
 
 def seed(session: Session, owner: User, *, count: int, **fields: object) -> None:
@@ -81,7 +84,7 @@ def report(name: str, samples: list[float]) -> None:
 
 def main() -> int:
     logging.getLogger("agentry").setLevel(logging.ERROR)  # each sweep that acts logs a line
-    migrations.upgrade("head")
+    migrations.upgrade(engine, "head")
     policy = run_policy()
     delivered: list[uuid.UUID] = []
     with Session(engine, expire_on_commit=False) as session:

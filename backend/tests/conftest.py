@@ -1,48 +1,45 @@
 """Test harness: a migrated database, one rolled-back transaction per test.
 
-SQLite (a temporary file) by default; PostgreSQL when TEST_DATABASE_URL is set.
+tests/environment.py builds the settings and the engine (SQLite by default, PostgreSQL
+when TEST_DATABASE_URL is set; one database per pytest-xdist worker).
 """
 
 import os
 import shutil
-import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
-_data_dir = tempfile.mkdtemp(prefix="agentry-tests-")
-os.environ["ENVIRONMENT"] = "test"
-os.environ["DATA_DIR"] = _data_dir
-os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or (
-    f"sqlite:///{_data_dir}/test.db"
-)
-os.environ.setdefault("LOG_LEVEL", "WARNING")
+import pytest
+import redis
+from alembic import command
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Connection
+from sqlmodel import Session
 
-import pytest  # noqa: E402
-import redis  # noqa: E402
-from alembic import command  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
-from sqlalchemy import Connection  # noqa: E402
-from sqlmodel import Session  # noqa: E402
-
-from app.core import migrations  # noqa: E402
-from app.core.config import Settings, settings  # noqa: E402
-from app.core.db import engine, get_session  # noqa: E402
-from app.core.throttle import connect_redis  # noqa: E402
-from app.main import create_app  # noqa: E402
-from app.models.user import User  # noqa: E402
-from app.modules.llm.client import LLMClient  # noqa: E402
-from app.services.run_runtime import RunPolicy  # noqa: E402
-from app.tasks.dispatch import InlineDispatcher  # noqa: E402
-from tests.factories import auth_headers, create_user  # noqa: E402
-from tests.modules.fake_llm import FakeLLM  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from app import cli
+from app.api.deps import get_session
+from app.core import migrations
+from app.core.config import Settings
+from app.core.throttle import build_throttle, connect_redis
+from app.main import create_app
+from app.models.user import User
+from app.modules.llm.client import LLMClient
+from app.services.run_runtime import RunPolicy
+from app.tasks.dispatch import InlineDispatcher
+from tests.environment import drop_worker_database, engine, settings
+from tests.factories import auth_headers, create_user
+from tests.modules.fake_llm import FakeLLM
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _migrated_database() -> None:
+def _migrated_database() -> Iterator[None]:
     with engine.begin() as connection:
         command.upgrade(migrations.alembic_config(connection), "head")
+    yield
+    drop_worker_database()
 
 
 @pytest.fixture
@@ -86,9 +83,17 @@ def session_factory(connection: Connection) -> Callable[[], Session]:
     return open_session
 
 
+@pytest.fixture(scope="session")
+def shared_app() -> FastAPI:
+    """One app on the test settings for the whole session: building one costs more than
+    most tests. `make_app` sets afresh, for each test, all a test may change on it."""
+    return create_app(settings)
+
+
 @pytest.fixture
-def make_app(session_factory: Callable[[], Session]) -> AppFactory:
-    """Apps whose sessions live inside the test's transaction; settings may differ.
+def make_app(request: pytest.FixtureRequest, session_factory: Callable[[], Session]) -> AppFactory:
+    """Apps whose sessions live inside the test's transaction; settings may differ (a new
+    app), or not (the session's app, reset).
 
     Runs execute in the request's thread (InlineDispatcher) so that they see the test's
     rows; with no provider configured they fail with llm_not_configured."""
@@ -97,9 +102,15 @@ def make_app(session_factory: Callable[[], Session]) -> AppFactory:
         with session_factory() as session:
             yield session
 
-    def make(config: Settings = settings) -> FastAPI:
-        application = create_app(config)
-        application.dependency_overrides[get_session] = session_in_test_transaction
+    def make(config: Settings | None = None) -> FastAPI:
+        if config is None:
+            application: FastAPI = request.getfixturevalue("shared_app")
+            config = settings
+        else:
+            application = create_app(config)
+        application.dependency_overrides = {get_session: session_in_test_transaction}
+        application.state.settings = config
+        application.state.throttle = build_throttle(config)
         application.state.run_dispatcher = InlineDispatcher(
             llm=LLMClient(providers={}),
             policy=RunPolicy.from_settings(config),
@@ -182,3 +193,30 @@ def redis_server() -> Iterator[RedisServer]:
         pytest.skip(message)
     with RedisServer(executable=executable) as server:
         yield server
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+AgentryCommand = Callable[..., CommandResult]
+
+
+@pytest.fixture
+def agentry(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> AgentryCommand:
+    """Runs an `agentry` command in this process, with `env` on top of the test's
+    environment, as `python -m app.cli` would in its own (one test still starts the
+    installed command itself: tests/core/test_bootstrap.py)."""
+
+    def run(*args: str, env: Mapping[str, str] | None = None) -> CommandResult:
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()  # what the test printed before is not the command's
+        code = cli.main(list(args))
+        captured = capsys.readouterr()
+        return CommandResult(code, captured.out, captured.err)
+
+    return run

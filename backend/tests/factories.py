@@ -8,17 +8,17 @@ from typing import Any
 
 from sqlmodel import Session
 
-from app.core.config import settings
 from app.core.db import utcnow
 from app.core.security import create_access_token, hash_password
 from app.models.agent import Agent
+from app.models.ai_model import AIModel
 from app.models.auth import LoginSession
 from app.models.run import Run, RunStatus
 from app.models.thread import Message, MessageRole, Thread
 from app.models.usage import UsageEntry
 from app.models.user import User
-from app.modules.ai_models.models import AIModel
 from app.services.run_runtime import RunPolicy
+from tests.environment import settings
 
 PASSWORD = "a long and unusual passphrase"
 
@@ -35,7 +35,7 @@ def create_user(
     user = User(
         email=email or f"user-{uuid.uuid4().hex[:10]}@example.com",
         full_name=full_name,
-        hashed_password=hash_password(password),
+        hashed_password=hash_password(password, config=settings),
         is_superuser=is_superuser,
         is_active=is_active,
     )
@@ -54,7 +54,7 @@ def create_login_session(session: Session, *, user: User) -> LoginSession:
 def auth_headers(session: Session, *, user: User) -> dict[str, str]:
     """A bearer header on a fresh login session of `user`, without going through /login."""
     login_session = create_login_session(session, user=user)
-    token, _ = create_access_token(user_id=user.id, session_id=login_session.id)
+    token, _ = create_access_token(user_id=user.id, session_id=login_session.id, config=settings)
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -1,19 +1,24 @@
-"""Alembic environment: the URL comes from settings, the metadata from every model.
+"""Alembic environment: the metadata comes from every model, the database from the
+caller.
 
-A caller may hand over an open connection in `config.attributes["connection"]` (the
-tests and `agentry migrate` do); otherwise the app's engine is used.
+A caller hands over an open connection in `config.attributes["connection"]` (the tests)
+or an engine in `config.attributes["engine"]` (`agentry migrate`, `serve`, `worker`); the
+`alembic` command itself hands over neither, and the environment's settings name the
+database.
 """
 
 from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
+from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
 import app.models  # noqa: F401  (registers every table on the metadata)
-from app.core.db import engine
+from app.core.config import load_settings
+from app.core.db import create_db_engine
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -26,7 +31,15 @@ def render_item(type_: str, obj: Any, _context: AutogenContext) -> str | Literal
     return False
 
 
+def given_engine() -> Engine:
+    engine = config.attributes.get("engine")
+    if engine is None:
+        engine = config.attributes["engine"] = create_db_engine(load_settings())
+    return engine
+
+
 def run_offline() -> None:
+    engine = given_engine()
     context.configure(
         url=engine.url.render_as_string(hide_password=False),
         target_metadata=target_metadata,
@@ -56,7 +69,7 @@ def run_online() -> None:
     if connection is not None:
         run_with(connection)
         return
-    with engine.connect() as connection:
+    with given_engine().connect() as connection:
         run_with(connection)
         connection.commit()
 

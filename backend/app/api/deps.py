@@ -1,12 +1,14 @@
 """Dependencies shared by the routes."""
 
+from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlmodel import Session
 
-from app.core.db import get_session
+from app.core.config import Settings
+from app.core.db import open_session
 from app.core.errors import PermissionDeniedError
 from app.core.logger import request_id_var
 from app.core.throttle import Throttle
@@ -15,16 +17,35 @@ from app.services.auth_service import Authenticated, AuthService
 from app.services.context import RequestContext
 from app.tasks.dispatch import RunDispatcher
 
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session on the app's engine (create_app) for the length of the request."""
+    with open_session(request.app.state.engine) as session:
+        yield session
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+async def get_config(request: Request) -> Settings:
+    """The settings the app was built with (create_app); async: it only reads state."""
+    config: Settings = request.app.state.settings
+    return config
+
+
+ConfigDep = Annotated[Settings, Depends(get_config)]
 
 # auto_error=False: a missing token must reach our handler and get the error body.
 bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/login/access-token", auto_error=False)
 
 
 def get_current_auth(
-    request: Request, session: SessionDep, token: Annotated[str | None, Depends(bearer)]
+    request: Request,
+    session: SessionDep,
+    config: ConfigDep,
+    token: Annotated[str | None, Depends(bearer)],
 ) -> Authenticated:
-    auth = AuthService.authenticate(session=session, token=token)
+    auth = AuthService.authenticate(session=session, config=config, token=token)
     request.state.user_id = str(auth.user.id)  # for the request log line
     return auth
 
@@ -75,6 +96,3 @@ def get_run_dispatcher(request: Request) -> RunDispatcher:
 
 
 RunDispatcherDep = Annotated[RunDispatcher, Depends(get_run_dispatcher)]
-
-SkipParam = Annotated[int, Query(ge=0, le=1_000_000, description="Rows to skip.")]
-LimitParam = Annotated[int, Query(ge=1, le=100, description="Rows to return, 1 to 100.")]

@@ -1,4 +1,6 @@
-"""Settings, read once from the environment and `.env`."""
+"""Settings, read from the environment and `.env` once per process by its composition
+root (`create_app`, the CLI, the worker) and handed down from there: nothing else reads
+the environment, and no module holds a global settings object."""
 
 import os
 import secrets
@@ -8,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.types import PRICE_DIGITS, PRICE_PLACES
@@ -261,4 +263,15 @@ class ConfigurationError(Exception):
         super().__init__("; ".join(problems))
 
 
-settings = Settings()
+def load_settings() -> Settings:
+    """Settings from the environment and `.env`; a value of the wrong form is a
+    ConfigurationError with one line per setting, naming it and the form expected."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigurationError([_describe(problem) for problem in error.errors()]) from None
+
+
+def _describe(problem: Any) -> str:
+    name = "__".join(str(part) for part in problem["loc"]) or "settings"
+    return f"{name}: {problem['msg']}"

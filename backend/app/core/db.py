@@ -1,7 +1,6 @@
 """The database engine, the session factory and a UTC datetime column type."""
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Context, Decimal, localcontext
@@ -25,7 +24,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeEngine
 from sqlmodel import Session, SQLModel, create_engine
 
-from app.core.config import Settings, settings
+from app.core.config import Settings
 
 
 def utcnow() -> datetime:
@@ -237,10 +236,7 @@ def _unique_named(columns: str) -> str | None:
     return None
 
 
-engine = create_db_engine(settings)
-
-
-def get_session() -> Iterator[Session]:
-    # Objects stay readable after commit; services refresh what the database computes.
-    with Session(engine, expire_on_commit=False) as session:
-        yield session
+def open_session(engine: Engine) -> Session:
+    """A session whose objects stay readable after commit; services refresh what the
+    database computes."""
+    return Session(engine, expire_on_commit=False)

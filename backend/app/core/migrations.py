@@ -6,35 +6,38 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
-
-from app.core.db import engine
 
 SCRIPT_LOCATION = Path(__file__).resolve().parent.parent / "alembic"
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None, *, engine: Engine | None = None) -> Config:
+    """Alembic's configuration, on an open connection or on an engine (alembic/env.py
+    reads them; with neither, it builds an engine from the environment's settings)."""
     config = Config()
     config.set_main_option("script_location", str(SCRIPT_LOCATION))
     if connection is not None:
         config.attributes["connection"] = connection
+    if engine is not None:
+        config.attributes["engine"] = engine
     return config
 
 
-def upgrade(revision: str = "head", *, sql: bool = False) -> None:
-    command.upgrade(alembic_config(), revision, sql=sql)
+def upgrade(engine: Engine, revision: str = "head", *, sql: bool = False) -> None:
+    command.upgrade(alembic_config(engine=engine), revision, sql=sql)
 
 
-def migrate_to(target: str, *, sql: bool = False) -> None:
+def migrate_to(engine: Engine, target: str, *, sql: bool = False) -> None:
     """Upgrade or downgrade, whichever reaches `target` from where the database is."""
-    config = alembic_config()
-    if sql or target == "head" or not _is_below_current(config, target):
+    config = alembic_config(engine=engine)
+    if sql or target == "head" or not _is_below_current(engine, config, target):
         command.upgrade(config, target, sql=sql)
     else:
         command.downgrade(config, target)
 
 
-def _is_below_current(config: Config, target: str) -> bool:
+def _is_below_current(engine: Engine, config: Config, target: str) -> bool:
     if target == "base" or target.startswith("-"):
         return True
     script = ScriptDirectory.from_config(config)

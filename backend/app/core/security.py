@@ -5,11 +5,12 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
 import jwt
 from passlib.context import CryptContext
 
-from app.core.config import Environment, Settings, settings
+from app.core.config import Environment, Settings
 from app.core.db import utcnow
 
 ALGORITHM = "HS256"
@@ -23,10 +24,16 @@ PRODUCTION_ARGON2 = (19 * 1024, 2)
 TEST_ARGON2 = (1024, 1)
 
 
-def build_password_context(config: Settings) -> CryptContext:
-    memory_kib, passes = (
+def password_context(config: Settings) -> CryptContext:
+    """The hasher for the settings' environment (one per process and environment)."""
+    return _password_context(
         TEST_ARGON2 if config.ENVIRONMENT is Environment.TEST else PRODUCTION_ARGON2
     )
+
+
+@cache
+def _password_context(argon2: tuple[int, int]) -> CryptContext:
+    memory_kib, passes = argon2
     return CryptContext(
         schemes=["argon2", "bcrypt"],
         deprecated=["bcrypt"],  # still verified, replaced by argon2id on the next login
@@ -37,21 +44,18 @@ def build_password_context(config: Settings) -> CryptContext:
     )
 
 
-password_context = build_password_context(settings)
+def hash_password(password: str, *, config: Settings) -> str:
+    return password_context(config).hash(password)
 
 
-def hash_password(password: str) -> str:
-    return password_context.hash(password)
-
-
-def verify_password(password: str, hashed: str) -> tuple[bool, str | None]:
+def verify_password(password: str, hashed: str, *, config: Settings) -> tuple[bool, str | None]:
     """Whether it matches, and a new hash to store when the old one is outdated."""
-    return password_context.verify_and_update(password, hashed)
+    return password_context(config).verify_and_update(password, hashed)
 
 
-def waste_password_check() -> None:
+def waste_password_check(*, config: Settings) -> None:
     """As much work as a real check, so unknown accounts cannot be told apart by timing."""
-    password_context.dummy_verify()
+    password_context(config).dummy_verify()
 
 
 def new_opaque_token() -> str:
@@ -71,7 +75,7 @@ class AccessClaims:
 
 
 def create_access_token(
-    *, user_id: uuid.UUID, session_id: uuid.UUID, config: Settings = settings
+    *, user_id: uuid.UUID, session_id: uuid.UUID, config: Settings
 ) -> tuple[str, int]:
     """A signed access token and its lifetime in seconds."""
     now = utcnow()
@@ -91,7 +95,7 @@ def create_access_token(
     return token, int(lifetime.total_seconds())
 
 
-def decode_access_token(token: str, *, config: Settings = settings) -> AccessClaims | None:
+def decode_access_token(token: str, *, config: Settings) -> AccessClaims | None:
     """The claims of a valid access token; None for anything else, whatever the reason."""
     try:
         claims = jwt.decode(

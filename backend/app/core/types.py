@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import (
     AfterValidator,
     AwareDatetime,
+    BaseModel,
     BeforeValidator,
     ConfigDict,
     EmailStr,
@@ -256,3 +257,29 @@ class Patch(Input):
         if value is None and field is not None and NOT_NULL in field.metadata:
             raise PydanticCustomError("null_not_allowed", "May be left out, but not null")
         return value
+
+
+# ==================== list queries ====================
+
+# The paging bounds every list shares; a list's query type takes them from here.
+MAX_PAGE_SIZE = 100
+MAX_SKIP = 1_000_000
+PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)]
+Limit = Annotated[PageSize, Field(description=f"Rows to return, 1 to {MAX_PAGE_SIZE}.")]
+Skip = Annotated[int, Field(ge=0, le=MAX_SKIP, description="Rows to skip.")]
+
+
+class ListQuery(BaseModel):
+    """Base of every list's query: its filters, sort and paging as one value, which the
+    route takes from the query string (`Annotated[XListQuery, Query()]`) and hands on
+    unchanged to crud, where the query applies it. Its fields are the documented query
+    parameters, in order; unknown parameters are ignored, as they always were."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class OffsetListQuery(ListQuery):
+    """A list paged by offset, answered with `{data, count}`."""
+
+    skip: Skip = 0
+    limit: Limit = 50

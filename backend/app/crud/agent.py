@@ -1,13 +1,14 @@
 import uuid
 from typing import TypeVar
 
-from sqlalchemy import func, or_
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from app.core.errors import UnprocessableError
 from app.crud import text as text_crud
-from app.crud.page import Page
-from app.models.agent import Agent, AgentSort
+from app.crud.page import Page, read_page
+from app.models.agent import Agent, AgentListQuery
 from app.models.user import User
 
 T = TypeVar("T")
@@ -16,9 +17,17 @@ T = TypeVar("T")
 def _visible_to(
     statement: SelectOfScalar[T], user: User, *, owner_id: uuid.UUID | None = None
 ) -> SelectOfScalar[T]:
-    """Which agents a user may see: their own; superusers every agent, or one owner's."""
+    """The only place that decides which agents a user may see: their own; superusers
+    every agent, or one owner's. Naming an owner is for superusers only (422 otherwise,
+    rather than quietly answering with one's own)."""
     if user.is_superuser:
         return statement if owner_id is None else statement.where(Agent.owner_id == owner_id)
+    if owner_id is not None:
+        raise UnprocessableError(
+            "Only superusers may filter agents by owner",
+            loc=("query", "owner_id"),
+            code="owner_filter_forbidden",
+        )
     return statement.where(Agent.owner_id == user.id)
 
 
@@ -35,29 +44,18 @@ def get_usable_agent(*, session: Session, user: User, agent_id: uuid.UUID) -> Ag
     return session.exec(_usable_by(select(Agent).where(Agent.id == agent_id), user)).first()
 
 
-def list_agents(
-    *,
-    session: Session,
-    user: User,
-    q: str | None,
-    owner_id: uuid.UUID | None,
-    sort: AgentSort,
-    skip: int,
-    limit: int,
-) -> Page[Agent]:
-    statement = _visible_to(select(Agent), user, owner_id=owner_id)
-    if q:
+def list_agents(*, session: Session, user: User, query: AgentListQuery) -> Page[Agent]:
+    statement = _visible_to(select(Agent), user, owner_id=query.owner_id)
+    if query.q:
         statement = statement.where(
             or_(
-                text_crud.contains(session, col(Agent.name), q),
-                text_crud.contains(session, col(Agent.description), q),
+                text_crud.contains(session, col(Agent.name), query.q),
+                text_crud.contains(session, col(Agent.description), query.q),
             )
         )
-    count = session.exec(select(func.count()).select_from(statement.subquery())).one()
-    field = sort.lstrip("-")
+    field = query.sort.lstrip("-")
     key = (
         text_crud.lower(session, col(Agent.name)) if field == "name" else col(getattr(Agent, field))
     )
-    order = key.desc() if sort.startswith("-") else key.asc()
-    page = statement.order_by(order, col(Agent.id)).offset(skip).limit(limit)
-    return Page(rows=session.exec(page).all(), count=count)
+    order = key.desc() if query.sort.startswith("-") else key.asc()
+    return read_page(session, statement, order, col(Agent.id), query=query)

@@ -1,9 +1,7 @@
-import uuid
-from datetime import datetime
-
 from sqlmodel import Session, col, select
 
-from app.models.audit import AuditEntry
+from app.crud.page import Slice, read_slice
+from app.models.audit import AuditEntry, AuditEntryListQuery
 
 
 def add_entry(*, session: Session, entry: AuditEntry) -> None:
@@ -11,31 +9,22 @@ def add_entry(*, session: Session, entry: AuditEntry) -> None:
 
 
 def list_entries(
-    *,
-    session: Session,
-    actor_id: uuid.UUID | None,
-    action: str | None,
-    target_type: str | None,
-    target_id: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    before_id: int | None,
-    limit: int,
-) -> list[AuditEntry]:
-    """Newest first; `before_id` continues a previous page."""
+    *, session: Session, query: AuditEntryListQuery, before_id: int | None
+) -> Slice[AuditEntry]:
+    """Newest first; `before_id` (what the query's cursor names) continues a previous page."""
     statement = select(AuditEntry)
-    if actor_id is not None:
-        statement = statement.where(AuditEntry.actor_id == actor_id)
-    if action is not None:
-        statement = statement.where(AuditEntry.action == action)
-    if target_type is not None:
-        statement = statement.where(AuditEntry.target_type == target_type)
-    if target_id is not None:
-        statement = statement.where(AuditEntry.target_id == target_id)
-    if since is not None:
-        statement = statement.where(AuditEntry.created_at >= since)
-    if until is not None:
-        statement = statement.where(AuditEntry.created_at < until)
+    if query.actor_id is not None:
+        statement = statement.where(AuditEntry.actor_id == query.actor_id)
+    if query.action is not None:
+        statement = statement.where(AuditEntry.action == query.action)
+    if query.target_type is not None:
+        statement = statement.where(AuditEntry.target_type == query.target_type)
+    if query.target_id is not None:
+        statement = statement.where(AuditEntry.target_id == query.target_id)
+    if query.since is not None:
+        statement = statement.where(AuditEntry.created_at >= query.since)
+    if query.until is not None:
+        statement = statement.where(AuditEntry.created_at < query.until)
     if before_id is not None:
         statement = statement.where(col(AuditEntry.id) < before_id)
-    return list(session.exec(statement.order_by(col(AuditEntry.id).desc()).limit(limit)).all())
+    return read_slice(session, statement.order_by(col(AuditEntry.id).desc()), limit=query.limit)

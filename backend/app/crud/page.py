@@ -1,15 +1,64 @@
-"""What every offset-paged list query returns."""
+"""What every list query returns, and what every list route hands to its envelope.
+
+Plain classes, not dataclasses: FastAPI copies a returned dataclass deeply before it
+validates it, and these carry ORM rows. A route returns one of them as is; its
+`response_model` (`{data, count}` or `{data, next_cursor}`) is the one envelope layer.
+"""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from app.core.types import OffsetListQuery
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
 class Page(Generic[T]):
     """One page of rows, and how many rows the whole filtered list holds."""
 
+    __slots__ = ("count", "data")
+
+    def __init__(self, data: Sequence[T], count: int) -> None:
+        self.data = data
+        self.count = count
+
+
+class CursorPage(Generic[T]):
+    """One page of rows, and the cursor of the next page (None on the last)."""
+
+    __slots__ = ("data", "next_cursor")
+
+    def __init__(self, data: Sequence[T], next_cursor: str | None) -> None:
+        self.data = data
+        self.next_cursor = next_cursor
+
+
+@dataclass(frozen=True)
+class Slice(Generic[T]):
+    """What a keyset query read: up to a page of rows, and whether more follow. Crud's
+    own (a service turns it into a CursorPage), so it may be a dataclass."""
+
     rows: Sequence[T]
-    count: int
+    has_more: bool
+
+
+def read_page(
+    session: Session, statement: SelectOfScalar[T], *order: Any, query: OffsetListQuery
+) -> Page[T]:
+    """The page `query` asks for of a filtered statement, in `order` (which must end in
+    a unique column, so pages never overlap or skip rows), and how many rows it holds."""
+    count = session.exec(select(func.count()).select_from(statement.subquery())).one()
+    page = statement.order_by(*order).offset(query.skip).limit(query.limit)
+    return Page(data=session.exec(page).all(), count=count)
+
+
+def read_slice(session: Session, statement: SelectOfScalar[T], *, limit: int) -> Slice[T]:
+    """Up to `limit` rows of an ordered statement; one more is read to tell whether
+    another page follows."""
+    rows = session.exec(statement.limit(limit + 1)).all()
+    return Slice(rows=rows[:limit], has_more=len(rows) > limit)

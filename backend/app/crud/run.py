@@ -11,14 +11,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, delete, func, update
+from sqlalchemy import ColumnElement, delete, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from app.core.db import exact_sum
-from app.crud.page import Page
-from app.models.run import ACTIVE_STATUSES, Run, RunStatus
+from app.crud.page import Page, read_page
+from app.models.run import ACTIVE_STATUSES, Run, RunListQuery, RunStatus
 from app.models.thread import Thread
 from app.models.usage import UsageEntry
 from app.models.user import User
@@ -51,12 +51,10 @@ def get_run(*, session: Session, user: User, run_id: uuid.UUID) -> Run | None:
     return session.exec(_visible_to(select(Run).where(Run.id == run_id), user)).first()
 
 
-def list_thread_runs(*, session: Session, thread: Thread, skip: int, limit: int) -> Page[Run]:
+def list_thread_runs(*, session: Session, thread: Thread, query: RunListQuery) -> Page[Run]:
     """Runs of a thread the caller already holds (crud.thread decided it is theirs)."""
     statement = select(Run).where(Run.thread_id == thread.id)
-    count = session.exec(select(func.count()).select_from(statement.subquery())).one()
-    page = statement.order_by(col(Run.created_at).desc(), col(Run.id)).offset(skip).limit(limit)
-    return Page(rows=session.exec(page).all(), count=count)
+    return read_page(session, statement, col(Run.created_at).desc(), col(Run.id), query=query)
 
 
 def has_active_run(*, session: Session, thread: Thread) -> bool:

@@ -8,9 +8,9 @@ from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from app.crud import text as text_crud
-from app.crud.page import Page
+from app.crud.page import Page, read_page
 from app.models.auth import LoginSession
-from app.models.user import User, UserSort
+from app.models.user import User, UserListQuery
 
 _TEXT_SORTS = frozenset({"email", "full_name"})  # people expect "alice" before "Bob"
 
@@ -42,37 +42,26 @@ def get_user_with_login_session(
     return UserWithSession(user=row[0], login_session=row[1]) if row is not None else None
 
 
-def list_users(
-    *,
-    session: Session,
-    q: str | None,
-    is_active: bool | None,
-    is_superuser: bool | None,
-    sort: UserSort,
-    skip: int,
-    limit: int,
-) -> Page[User]:
+def list_users(*, session: Session, query: UserListQuery) -> Page[User]:
     statement = select(User)
-    if q:
+    if query.q:
         statement = statement.where(
             or_(
                 # Emails are stored in lower case already.
-                col(User.email).like(text_crud.contains_pattern(q), escape="\\"),
-                text_crud.contains(session, col(User.full_name), q),
+                col(User.email).like(text_crud.contains_pattern(query.q), escape="\\"),
+                text_crud.contains(session, col(User.full_name), query.q),
             )
         )
-    if is_active is not None:
-        statement = statement.where(User.is_active == is_active)
-    if is_superuser is not None:
-        statement = statement.where(User.is_superuser == is_superuser)
-    count = session.exec(select(func.count()).select_from(statement.subquery())).one()
-    field = sort.lstrip("-")
+    if query.is_active is not None:
+        statement = statement.where(User.is_active == query.is_active)
+    if query.is_superuser is not None:
+        statement = statement.where(User.is_superuser == query.is_superuser)
+    field = query.sort.lstrip("-")
     column = col(getattr(User, field))
     key = text_crud.lower(session, column) if field in _TEXT_SORTS else column
-    order = key.desc() if sort.startswith("-") else key.asc()
+    order = key.desc() if query.sort.startswith("-") else key.asc()
     # Nulls last either way, then id, so pages never overlap or skip rows.
-    page = statement.order_by(column.is_(None), order, col(User.id)).offset(skip).limit(limit)
-    return Page(rows=session.exec(page).all(), count=count)
+    return read_page(session, statement, column.is_(None), order, col(User.id), query=query)
 
 
 def count_active_superusers(*, session: Session) -> int:

@@ -12,13 +12,13 @@ SQLModel.metadata.naming_convention = {
 }
 
 from app.models.agent import Agent  # noqa: E402
+from app.models.ai_model import AIModel  # noqa: E402
 from app.models.audit import AuditEntry  # noqa: E402
 from app.models.auth import LoginSession, PasswordResetToken, RefreshToken  # noqa: E402
 from app.models.run import Run  # noqa: E402
 from app.models.thread import Message, Thread  # noqa: E402
 from app.models.usage import UsageEntry  # noqa: E402
 from app.models.user import User  # noqa: E402
-from app.modules.ai_models.models import AIModel  # noqa: E402
 
 __all__ = [
     "AIModel",

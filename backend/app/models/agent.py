@@ -5,7 +5,7 @@ from typing import Literal
 from sqlmodel import Field, SQLModel
 
 from app.core.db import UTCDateTime, utcnow
-from app.core.types import Input, Omittable, Patch
+from app.core.types import Input, OffsetListQuery, Omittable, Patch, Text
 
 
 class AgentBase(SQLModel):
@@ -54,6 +54,16 @@ class AgentPublic(AgentBase):
 
 # The orders the agent list offers: a field, '-' first for descending.
 AgentSort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
+
+
+class AgentListQuery(OffsetListQuery):
+    """`GET /agents`: which agents, in what order, which page."""
+
+    q: Text | None = Field(
+        default=None, max_length=100, description="Part of a name or description."
+    )
+    owner_id: uuid.UUID | None = Field(default=None, description="Superusers only.")
+    sort: AgentSort = Field(default="-created_at", description="A field; '-' first for descending.")
 
 
 class AgentsPublic(SQLModel):

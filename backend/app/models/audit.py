@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
 from app.core.db import BigIntId, UTCDateTime, utcnow
+from app.core.types import Instant, ListQuery, PageSize, Text
 
 JsonDetails = JSON().with_variant(JSONB(), "postgresql")
 
@@ -43,6 +44,19 @@ class AuditEntryPublic(SQLModel):
     user_agent: str | None
     request_id: str | None
     details: dict[str, Any]
+
+
+class AuditEntryListQuery(ListQuery):
+    """`GET /admin/audit-log`: which entries, newest first, from which cursor."""
+
+    actor_id: uuid.UUID | None = None
+    action: Text | None = Field(default=None, max_length=64)
+    target_type: Text | None = Field(default=None, max_length=32)
+    target_id: Text | None = Field(default=None, max_length=64)
+    since: Instant | None = Field(default=None, description="From this time on.")
+    until: Instant | None = Field(default=None, description="Before this time.")
+    limit: PageSize = 50
+    cursor: Text | None = Field(default=None, max_length=32, description="next_cursor of a page.")
 
 
 class AuditLogPublic(SQLModel):

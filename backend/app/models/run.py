@@ -9,7 +9,7 @@ from sqlalchemy import Index, String, Text
 from sqlmodel import Field, SQLModel
 
 from app.core.db import ExactDecimal, UTCDateTime, utcnow
-from app.core.types import COST_DIGITS, COST_PLACES, PRICE_DIGITS, PRICE_PLACES
+from app.core.types import COST_DIGITS, COST_PLACES, PRICE_DIGITS, PRICE_PLACES, OffsetListQuery
 from app.models.thread import MessagePublic
 
 
@@ -90,6 +90,10 @@ class RunPublic(SQLModel):
         description="Older messages left out of the request to fit the model's context."
     )
     cost_usd: Decimal | None
+
+
+class RunListQuery(OffsetListQuery):
+    """`GET /threads/{thread_id}/runs`: a page of a thread's runs, newest first."""
 
 
 class RunsPublic(SQLModel):

@@ -4,11 +4,22 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Literal
 
-from sqlalchemy import Index, String, Text
+from sqlalchemy import Index, String
+from sqlalchemy import Text as TextColumn
 from sqlmodel import Field, SQLModel
 
 from app.core.db import ExactDecimal, TokenCount, UTCDateTime, utcnow
-from app.core.types import COST_DIGITS, COST_PLACES, Input, Omittable, Patch
+from app.core.types import (
+    COST_DIGITS,
+    COST_PLACES,
+    Input,
+    Limit,
+    ListQuery,
+    OffsetListQuery,
+    Omittable,
+    Patch,
+    Text,
+)
 
 
 class Thread(SQLModel, table=True):
@@ -36,7 +47,7 @@ class Message(SQLModel, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     thread_id: uuid.UUID = Field(foreign_key="thread.id", ondelete="CASCADE")
     role: MessageRole = Field(sa_type=String(16))
-    content: str = Field(sa_type=Text)
+    content: str = Field(sa_type=TextColumn)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # Set on assistant messages: which run wrote it, with which model, at what cost.
     run_id: uuid.UUID | None = None
@@ -74,6 +85,16 @@ ThreadSort = Literal[
 ]
 
 
+class ThreadListQuery(OffsetListQuery):
+    """`GET /threads`: which of my threads, in what order, which page."""
+
+    agent_id: uuid.UUID | None = None
+    is_archived: bool | None = None
+    sort: ThreadSort = Field(
+        default="-last_message_at", description="A field; '-' first for descending."
+    )
+
+
 class ThreadsPublic(SQLModel):
     data: list[ThreadPublic]
     count: int
@@ -101,6 +122,14 @@ class MessagePublic(SQLModel):
 
 # Messages are paged oldest first (asc) or newest first (desc).
 MessageOrder = Literal["asc", "desc"]
+
+
+class MessageListQuery(ListQuery):
+    """`GET /threads/{thread_id}/messages`: a keyset page of a thread's messages."""
+
+    limit: Limit = 50
+    cursor: Text | None = Field(default=None, max_length=200, description="A next_cursor.")
+    order: MessageOrder = "asc"
 
 
 class MessagesPublic(SQLModel):

@@ -16,8 +16,10 @@ from app.core.types import (
     GivenPassword,
     Input,
     NewPassword,
+    OffsetListQuery,
     Omittable,
     Patch,
+    Text,
 )
 
 
@@ -104,6 +106,15 @@ UserSort = Literal[
     "last_login_at",
     "-last_login_at",
 ]
+
+
+class UserListQuery(OffsetListQuery):
+    """`GET /users`: which accounts, in what order, which page."""
+
+    q: Text | None = Field(default=None, max_length=254, description="Part of an email or name.")
+    is_active: bool | None = None
+    is_superuser: bool | None = None
+    sort: UserSort = Field(default="-created_at", description="A field; '-' first for descending.")
 
 
 class UsersPublic(SQLModel):

@@ -5,34 +5,17 @@ from sqlmodel import Session
 from app.core.db import utcnow
 from app.core.errors import NotFoundError, UnprocessableError
 from app.crud import agent as agent_crud
+from app.crud import ai_model as ai_model_crud
 from app.crud import run as run_crud
 from app.crud.page import Page
-from app.models.agent import Agent, AgentCreate, AgentSort, AgentUpdate
+from app.models.agent import Agent, AgentCreate, AgentListQuery, AgentUpdate
 from app.models.user import User
-from app.modules.ai_models.manager import model_manager
 
 
 class AgentService:
     @staticmethod
-    def list_agents(
-        *,
-        session: Session,
-        user: User,
-        q: str | None,
-        owner_id: uuid.UUID | None,
-        sort: AgentSort,
-        skip: int,
-        limit: int,
-    ) -> Page[Agent]:
-        if owner_id is not None and not user.is_superuser:
-            raise UnprocessableError(
-                "Only superusers may filter agents by owner",
-                loc=("query", "owner_id"),
-                code="owner_filter_forbidden",
-            )
-        return agent_crud.list_agents(
-            session=session, user=user, q=q, owner_id=owner_id, sort=sort, skip=skip, limit=limit
-        )
+    def list_agents(*, session: Session, user: User, query: AgentListQuery) -> Page[Agent]:
+        return agent_crud.list_agents(session=session, user=user, query=query)
 
     @staticmethod
     def get(*, session: Session, user: User, agent_id: uuid.UUID) -> Agent:
@@ -87,7 +70,7 @@ def _check_model(
     """An agent's model must exist and be enabled, and its output limit must fit it."""
     if model_id is None:
         return
-    model = model_manager.get_model_by_id(session=session, model_id=model_id)
+    model = ai_model_crud.get_model_by_id(session=session, model_id=model_id)
     if model is None or not model.is_enabled:
         raise UnprocessableError(
             "model_id does not name an enabled model of the catalog",

@@ -1,13 +1,12 @@
 import re
-import uuid
-from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session
 
 from app.core.errors import UnprocessableError
 from app.crud import audit as audit_crud
-from app.models.audit import AuditEntry, AuditLogPublic
+from app.crud.page import CursorPage
+from app.models.audit import AuditEntry, AuditEntryListQuery
 from app.models.user import User
 from app.services.context import RequestContext
 
@@ -44,34 +43,11 @@ class AuditService:
         )
 
     @staticmethod
-    def list_entries(
-        *,
-        session: Session,
-        actor_id: uuid.UUID | None,
-        action: str | None,
-        target_type: str | None,
-        target_id: str | None,
-        since: datetime | None,
-        until: datetime | None,
-        cursor: str | None,
-        limit: int,
-    ) -> AuditLogPublic:
-        before_id = _parse_cursor(cursor)
-        # One extra row tells whether another page exists.
-        rows = audit_crud.list_entries(
-            session=session,
-            actor_id=actor_id,
-            action=action,
-            target_type=target_type,
-            target_id=target_id,
-            since=since,
-            until=until,
-            before_id=before_id,
-            limit=limit + 1,
-        )
-        page = rows[:limit]
-        next_cursor = str(page[-1].id) if len(rows) > limit else None
-        return AuditLogPublic.model_validate({"data": page, "next_cursor": next_cursor})
+    def list_entries(*, session: Session, query: AuditEntryListQuery) -> CursorPage[AuditEntry]:
+        before_id = _parse_cursor(query.cursor)
+        found = audit_crud.list_entries(session=session, query=query, before_id=before_id)
+        next_cursor = str(found.rows[-1].id) if found.has_more else None
+        return CursorPage(data=found.rows, next_cursor=next_cursor)
 
 
 _CURSOR = re.compile(r"[0-9]{1,19}")

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlmodel import Session
 
-from app.core.config import settings
+from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import AuthenticationError, PermissionDeniedError
 from app.core.security import (
@@ -35,11 +35,17 @@ class Authenticated:
     session_id: uuid.UUID
 
 
-def _login_limits() -> tuple[Limit, Limit]:
-    window = settings.LOGIN_FAILURE_WINDOW_SECONDS
-    return (
-        Limit(attempts=settings.LOGIN_MAX_FAILURES_PER_ACCOUNT, window_seconds=window),
-        Limit(attempts=settings.LOGIN_MAX_FAILURES_PER_IP, window_seconds=window),
+@dataclass(frozen=True)
+class LoginLimits:
+    account: Limit
+    ip: Limit
+
+
+def _login_limits(config: Settings) -> LoginLimits:
+    window = config.LOGIN_FAILURE_WINDOW_SECONDS
+    return LoginLimits(
+        account=Limit(attempts=config.LOGIN_MAX_FAILURES_PER_ACCOUNT, window_seconds=window),
+        ip=Limit(attempts=config.LOGIN_MAX_FAILURES_PER_IP, window_seconds=window),
     )
 
 
@@ -48,6 +54,7 @@ class AuthService:
     def login(
         *,
         session: Session,
+        config: Settings,
         throttle: Throttle,
         email: str,
         password: str,
@@ -55,19 +62,19 @@ class AuthService:
     ) -> TokenPair:
         email = canonical_email(email)  # the form sign-up stored it in
         account_key, ip_key = f"login:account:{email}", f"login:ip:{context.ip}"
-        account_limit, ip_limit = _login_limits()
+        limits = _login_limits(config)
         # Every attempt counts before its password is checked, so concurrent guesses get
         # no more checks than the limits, and a locked account is locked for everyone,
         # right password included. A success takes its hits back below.
-        throttle.consume(ip_key, ip_limit)
-        throttle.consume(account_key, account_limit)
+        throttle.consume(ip_key, limits.ip)
+        throttle.consume(account_key, limits.account)
 
         user = user_crud.get_user_by_email(session=session, email=email)
         if user is None:
-            waste_password_check()
+            waste_password_check(config=config)
             matches, new_hash = False, None
         else:
-            matches, new_hash = verify_password(password, user.hashed_password)
+            matches, new_hash = verify_password(password, user.hashed_password, config=config)
         if user is None or not matches:
             AuditService.record(
                 session=session,
@@ -99,7 +106,7 @@ class AuthService:
         user.last_login_at = now
         login_session = LoginSession(
             user_id=user.id,
-            expires_at=now + timedelta(days=settings.REFRESH_TOKEN_EXPIRE_DAYS),
+            expires_at=now + timedelta(days=config.REFRESH_TOKEN_EXPIRE_DAYS),
             user_agent=context.user_agent,
             ip=context.ip,
         )
@@ -115,10 +122,14 @@ class AuthService:
             details={"session_id": str(login_session.id)},
         )
         session.commit()
-        return _token_pair(user=user, login_session=login_session, refresh_token=refresh_token)
+        return _token_pair(
+            config=config, user=user, login_session=login_session, refresh_token=refresh_token
+        )
 
     @staticmethod
-    def refresh(*, session: Session, refresh_token: str, context: RequestContext) -> TokenPair:
+    def refresh(
+        *, session: Session, config: Settings, refresh_token: str, context: RequestContext
+    ) -> TokenPair:
         token_hash = hash_token(refresh_token)
         now = utcnow()
         if not auth_crud.rotate_refresh_token(session=session, token_hash=token_hash, now=now):
@@ -140,11 +151,13 @@ class AuthService:
             session.rollback()
             raise AuthenticationError("Session has ended", code="invalid_refresh_token")
         login_session.last_used_at = now
-        login_session.expires_at = now + timedelta(days=settings.REFRESH_TOKEN_EXPIRE_DAYS)
+        login_session.expires_at = now + timedelta(days=config.REFRESH_TOKEN_EXPIRE_DAYS)
         session.add(login_session)
         new_token = _issue_refresh_token(session=session, login_session=login_session)
         session.commit()
-        return _token_pair(user=user, login_session=login_session, refresh_token=new_token)
+        return _token_pair(
+            config=config, user=user, login_session=login_session, refresh_token=new_token
+        )
 
     @staticmethod
     def _refuse_refresh(*, session: Session, token_hash: str, context: RequestContext) -> None:
@@ -186,9 +199,9 @@ class AuthService:
         session.commit()
 
     @staticmethod
-    def authenticate(*, session: Session, token: str | None) -> Authenticated:
+    def authenticate(*, session: Session, config: Settings, token: str | None) -> Authenticated:
         """The user and login session behind an access token, or 401."""
-        claims = decode_access_token(token) if token else None
+        claims = decode_access_token(token, config=config) if token else None
         if claims is None:
             raise AuthenticationError("Could not validate credentials", code="invalid_token")
         found = user_crud.get_user_with_login_session(
@@ -216,6 +229,10 @@ def _issue_refresh_token(*, session: Session, login_session: LoginSession) -> st
     return token
 
 
-def _token_pair(*, user: User, login_session: LoginSession, refresh_token: str) -> TokenPair:
-    access_token, expires_in = create_access_token(user_id=user.id, session_id=login_session.id)
+def _token_pair(
+    *, config: Settings, user: User, login_session: LoginSession, refresh_token: str
+) -> TokenPair:
+    access_token, expires_in = create_access_token(
+        user_id=user.id, session_id=login_session.id, config=config
+    )
     return TokenPair(access_token=access_token, refresh_token=refresh_token, expires_in=expires_in)

@@ -4,6 +4,7 @@ import logging
 
 from sqlmodel import Session
 
+from app.core.config import Settings
 from app.services.user_service import UserService
 
 logger = logging.getLogger("agentry.bootstrap")
@@ -11,10 +12,10 @@ logger = logging.getLogger("agentry.bootstrap")
 
 class BootstrapService:
     @staticmethod
-    def run(*, session: Session) -> list[str]:
+    def run(*, session: Session, config: Settings) -> list[str]:
         """Runs every start-up step; returns what the operator must be told once."""
         notices = []
-        created = UserService.ensure_first_superuser(session=session)
+        created = UserService.ensure_first_superuser(session=session, config=config)
         if created is not None:
             user, generated_password = created
             logger.info("first superuser ready: %s", user.email)

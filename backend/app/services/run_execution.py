@@ -21,16 +21,17 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
 
 from app.core.db import utcnow
+from app.core.pricing import cost_usd
 from app.core.text import storable
 from app.core.types import MAX_REPORTED_TOKENS
+from app.crud import ai_model as ai_model_crud
 from app.crud import run as run_crud
 from app.crud import thread as thread_crud
 from app.crud import usage as usage_crud
+from app.models.ai_model import AIModel
 from app.models.run import Run, RunStatus
 from app.models.thread import Message, MessageRole, Thread
 from app.models.usage import UsageEntry
-from app.modules.ai_models.manager import cost_usd, model_manager
-from app.modules.ai_models.models import AIModel
 from app.modules.llm.client import ChatMessage, Completion, LLMClient, LLMError
 from app.modules.llm.context import ContextTooLong, fit_context
 from app.services.run_runtime import LeaseRegistry, RunPolicy, SessionFactory
@@ -146,7 +147,7 @@ def _prepare(run_id: uuid.UUID, session_factory: SessionFactory) -> _Prepared | 
         thread = session.get(Thread, run.thread_id)
         if thread is None:
             raise RunFailedError("thread_deleted", "The thread was deleted")
-        model = model_manager.get_model_by_id(session=session, model_id=run.model_id)
+        model = ai_model_crud.get_model_by_id(session=session, model_id=run.model_id)
         if model is None or not model.is_enabled:
             raise RunFailedError("model_unavailable", "The run's model is no longer available")
         try:

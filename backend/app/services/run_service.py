@@ -18,14 +18,15 @@ from sqlmodel import Session
 
 from app.core.db import utcnow
 from app.core.errors import ConflictError, NotFoundError, UnprocessableError
+from app.core.pricing import cost_usd
 from app.crud import agent as agent_crud
+from app.crud import ai_model as ai_model_crud
 from app.crud import run as run_crud
 from app.crud.page import Page
-from app.models.run import PostedMessage, Run
+from app.models.ai_model import AIModel
+from app.models.run import PostedMessage, Run, RunListQuery
 from app.models.thread import Message, MessageCreate, MessageRole, Thread
 from app.models.user import User
-from app.modules.ai_models.manager import model_manager
-from app.modules.ai_models.models import AIModel
 from app.modules.llm.client import ChatMessage, LLMClient
 from app.modules.llm.context import ContextTooLong, estimate_tokens, fit_context
 from app.services import run_execution, run_recovery
@@ -88,7 +89,7 @@ class RunService:
         if not agent.is_active:
             raise ConflictError("This agent is deactivated", code="agent_inactive")
         model = (
-            model_manager.get_model_by_id(session=session, model_id=agent.model_id)
+            ai_model_crud.get_model_by_id(session=session, model_id=agent.model_id)
             if agent.model_id
             else None
         )
@@ -115,7 +116,12 @@ class RunService:
             model=model,
             max_output=max_output,
         )
-        worst_case = model_manager.cost(model, input_tokens=input_tokens, output_tokens=max_output)
+        worst_case = cost_usd(
+            input_price_per_million=model.input_price_per_million,
+            output_price_per_million=model.output_price_per_million,
+            input_tokens=input_tokens,
+            output_tokens=max_output,
+        )
         QuotaService.ensure_room(session=session, user=user, amount=worst_case)
 
         now = utcnow()
@@ -155,10 +161,10 @@ class RunService:
 
     @staticmethod
     def list_for_thread(
-        *, session: Session, user: User, thread_id: uuid.UUID, skip: int, limit: int
+        *, session: Session, user: User, thread_id: uuid.UUID, query: RunListQuery
     ) -> Page[Run]:
         thread = ThreadService.get(session=session, user=user, thread_id=thread_id)
-        return run_crud.list_thread_runs(session=session, thread=thread, skip=skip, limit=limit)
+        return run_crud.list_thread_runs(session=session, thread=thread, query=query)
 
     @staticmethod
     def cancel(*, session: Session, user: User, run_id: uuid.UUID) -> Run:

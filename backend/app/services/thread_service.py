@@ -13,14 +13,13 @@ from app.core.types import storable_instant
 from app.crud import agent as agent_crud
 from app.crud import run as run_crud
 from app.crud import thread as thread_crud
-from app.crud.page import Page
+from app.crud.page import CursorPage, Page
 from app.models.thread import (
     Message,
-    MessageOrder,
-    MessagesPublic,
+    MessageListQuery,
     Thread,
     ThreadCreate,
-    ThreadSort,
+    ThreadListQuery,
     ThreadUpdate,
 )
 from app.models.user import User
@@ -30,25 +29,8 @@ TITLE_LENGTH = 80
 
 class ThreadService:
     @staticmethod
-    def list_threads(
-        *,
-        session: Session,
-        user: User,
-        agent_id: uuid.UUID | None,
-        is_archived: bool | None,
-        sort: ThreadSort,
-        skip: int,
-        limit: int,
-    ) -> Page[Thread]:
-        return thread_crud.list_threads(
-            session=session,
-            user=user,
-            agent_id=agent_id,
-            is_archived=is_archived,
-            sort=sort,
-            skip=skip,
-            limit=limit,
-        )
+    def list_threads(*, session: Session, user: User, query: ThreadListQuery) -> Page[Thread]:
+        return thread_crud.list_threads(session=session, user=user, query=query)
 
     @staticmethod
     def get(*, session: Session, user: User, thread_id: uuid.UUID) -> Thread:
@@ -98,22 +80,13 @@ class ThreadService:
 
     @staticmethod
     def list_messages(
-        *,
-        session: Session,
-        user: User,
-        thread_id: uuid.UUID,
-        cursor: str | None,
-        order: MessageOrder,
-        limit: int,
-    ) -> MessagesPublic:
+        *, session: Session, user: User, thread_id: uuid.UUID, query: MessageListQuery
+    ) -> CursorPage[Message]:
         thread = ThreadService.get(session=session, user=user, thread_id=thread_id)
-        after = _decode_cursor(cursor) if cursor else None
-        rows = thread_crud.list_messages(
-            session=session, thread=thread, after=after, order=order, limit=limit + 1
-        )
-        page = rows[:limit]
-        next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
-        return MessagesPublic.model_validate({"data": page, "next_cursor": next_cursor})
+        after = _decode_cursor(query.cursor) if query.cursor else None
+        found = thread_crud.list_messages(session=session, thread=thread, query=query, after=after)
+        next_cursor = _encode_cursor(found.rows[-1]) if found.has_more else None
+        return CursorPage(data=found.rows, next_cursor=next_cursor)
 
 
 def title_from(content: str) -> str:
@@ -126,7 +99,7 @@ def _encode_cursor(message: Message) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def _decode_cursor(cursor: str) -> thread_crud.MessageKey:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, message_id = raw.split("|")
@@ -134,7 +107,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         if created_at.tzinfo is None:
             raise ValueError("naive")
         # A forged cursor may name any instant; only those the database can hold pass.
-        return storable_instant(created_at), uuid.UUID(message_id)
+        return thread_crud.MessageKey(
+            created_at=storable_instant(created_at), id=uuid.UUID(message_id)
+        )
     except (ValueError, binascii.Error, UnicodeDecodeError) as error:
         raise UnprocessableError(
             "cursor is not one this API gave out", loc=("query", "cursor"), code="invalid_cursor"

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from app.core.config import Settings, settings
+from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import (
     BadRequestError,
@@ -22,14 +22,14 @@ from app.core.types import canonical_email
 from app.crud import auth as auth_crud
 from app.crud import user as user_crud
 from app.crud.page import Page
-from app.models.auth import LoginSessionPublic, LoginSessionsPublic
+from app.models.auth import LoginSessionPublic
 from app.models.user import (
     EMAIL_UNIQUE,
     UpdatePassword,
     User,
     UserCreate,
+    UserListQuery,
     UserRegister,
-    UserSort,
     UserUpdate,
     UserUpdateMe,
 )
@@ -45,19 +45,23 @@ class UserService:
 
     @staticmethod
     def signup(
-        *, session: Session, throttle: Throttle, user_in: UserRegister, context: RequestContext
+        *,
+        session: Session,
+        config: Settings,
+        throttle: Throttle,
+        user_in: UserRegister,
+        context: RequestContext,
     ) -> User:
-        if not settings.signup_open:
+        if not config.signup_open:
             raise PermissionDeniedError("Sign-up is closed on this server", code="signup_closed")
         # Every attempt counts, refused ones too: 409s would otherwise list who has an account.
         throttle.consume(
             f"signup:ip:{context.ip}",
-            Limit(
-                attempts=settings.SIGNUP_MAX_PER_IP, window_seconds=settings.SIGNUP_WINDOW_SECONDS
-            ),
+            Limit(attempts=config.SIGNUP_MAX_PER_IP, window_seconds=config.SIGNUP_WINDOW_SECONDS),
         )
         user = _new_user(
             session=session,
+            config=config,
             email=user_in.email,
             password=user_in.password,
             full_name=user_in.full_name,
@@ -77,6 +81,7 @@ class UserService:
     def update_me(
         *,
         session: Session,
+        config: Settings,
         throttle: Throttle,
         user: User,
         user_in: UserUpdateMe,
@@ -98,6 +103,7 @@ class UserService:
                 )
             _prove_password(
                 session=session,
+                config=config,
                 throttle=throttle,
                 user=user,
                 password=user_in.current_password,
@@ -114,13 +120,14 @@ class UserService:
             details=_update_details(user=user, old_email=old_email, fields=changes),
         )
         _commit_unique(session)
-        _notify(user=user, old_email=old_email, after_response=after_response)
+        _notify(config=config, user=user, old_email=old_email, after_response=after_response)
         return user
 
     @staticmethod
     def change_password(
         *,
         session: Session,
+        config: Settings,
         throttle: Throttle,
         auth: Authenticated,
         body: UpdatePassword,
@@ -129,6 +136,7 @@ class UserService:
         user = auth.user
         _prove_password(
             session=session,
+            config=config,
             throttle=throttle,
             user=user,
             password=body.current_password,
@@ -138,7 +146,7 @@ class UserService:
         if body.new_password == body.current_password:
             raise BadRequestError("The new password is the current one", code="password_unchanged")
         now = utcnow()
-        user.hashed_password = hash_password(body.new_password)
+        user.hashed_password = hash_password(body.new_password, config=config)
         user.updated_at = now
         session.add(user)
         revoked = auth_crud.revoke_sessions(
@@ -164,16 +172,14 @@ class UserService:
         UserService._delete(session=session, actor=user, user=user, context=context)
 
     @staticmethod
-    def list_sessions(*, session: Session, auth: Authenticated) -> LoginSessionsPublic:
+    def list_sessions(*, session: Session, auth: Authenticated) -> Page[LoginSessionPublic]:
+        """Every live session, unpaged: the count is the rows'."""
         rows = auth_crud.list_active_sessions(session=session, user=auth.user, now=utcnow())
-        return LoginSessionsPublic(
-            data=[
-                LoginSessionPublic.model_validate(
-                    row, update={"is_current": row.id == auth.session_id}
-                )
-                for row in rows
-            ]
-        )
+        data = [
+            LoginSessionPublic.model_validate(row, update={"is_current": row.id == auth.session_id})
+            for row in rows
+        ]
+        return Page(data=data, count=len(data))
 
     @staticmethod
     def revoke_my_session(
@@ -199,25 +205,8 @@ class UserService:
     # ==================== superusers ====================
 
     @staticmethod
-    def list_users(
-        *,
-        session: Session,
-        q: str | None,
-        is_active: bool | None,
-        is_superuser: bool | None,
-        sort: UserSort,
-        skip: int,
-        limit: int,
-    ) -> Page[User]:
-        return user_crud.list_users(
-            session=session,
-            q=q,
-            is_active=is_active,
-            is_superuser=is_superuser,
-            sort=sort,
-            skip=skip,
-            limit=limit,
-        )
+    def list_users(*, session: Session, query: UserListQuery) -> Page[User]:
+        return user_crud.list_users(session=session, query=query)
 
     @staticmethod
     def get(*, session: Session, user_id: uuid.UUID) -> User:
@@ -228,10 +217,16 @@ class UserService:
 
     @staticmethod
     def create(
-        *, session: Session, actor: User, user_in: UserCreate, context: RequestContext
+        *,
+        session: Session,
+        config: Settings,
+        actor: User,
+        user_in: UserCreate,
+        context: RequestContext,
     ) -> User:
         user = _new_user(
             session=session,
+            config=config,
             email=user_in.email,
             password=user_in.password,
             full_name=user_in.full_name,
@@ -253,6 +248,7 @@ class UserService:
     def update(
         *,
         session: Session,
+        config: Settings,
         actor: User,
         user_id: uuid.UUID,
         user_in: UserUpdate,
@@ -275,7 +271,7 @@ class UserService:
         _apply(session=session, user=user, changes=changes)
         revoke_all = deactivating or demoting or user_in.password is not None
         if user_in.password is not None:
-            user.hashed_password = hash_password(user_in.password)
+            user.hashed_password = hash_password(user_in.password, config=config)
             auth_crud.void_reset_tokens(session=session, user=user, now=now)
         if revoke_all:
             auth_crud.revoke_sessions(session=session, user=user, now=now)
@@ -296,6 +292,7 @@ class UserService:
         )
         _commit_unique(session)
         _notify(
+            config=config,
             user=user,
             old_email=old_email,
             after_response=after_response,
@@ -331,7 +328,7 @@ class UserService:
 
     @staticmethod
     def ensure_first_superuser(
-        *, session: Session, config: Settings = settings
+        *, session: Session, config: Settings
     ) -> tuple[User, str | None] | None:
         """Creates the first superuser when there is none; returns it and any generated
         password (to be shown once). Idempotent."""
@@ -349,7 +346,7 @@ class UserService:
             return existing, None
         user = User(
             email=email,
-            hashed_password=hash_password(password),
+            hashed_password=hash_password(password, config=config),
             is_superuser=True,
             full_name="Administrator",
             monthly_budget_usd=config.DEFAULT_MONTHLY_BUDGET_USD,
@@ -381,6 +378,7 @@ class UserService:
 def _new_user(
     *,
     session: Session,
+    config: Settings,
     email: str,
     password: str,
     full_name: str | None,
@@ -392,10 +390,10 @@ def _new_user(
     user = User(
         email=email,
         full_name=full_name,
-        hashed_password=hash_password(password),
+        hashed_password=hash_password(password, config=config),
         is_active=is_active,
         is_superuser=is_superuser,
-        monthly_budget_usd=settings.DEFAULT_MONTHLY_BUDGET_USD,
+        monthly_budget_usd=config.DEFAULT_MONTHLY_BUDGET_USD,
     )
     session.add(user)
     return user
@@ -404,6 +402,7 @@ def _new_user(
 def _prove_password(
     *,
     session: Session,
+    config: Settings,
     throttle: Throttle,
     user: User,
     password: str,
@@ -416,11 +415,11 @@ def _prove_password(
     throttle.consume(
         key,
         Limit(
-            attempts=settings.PASSWORD_CHANGE_MAX_FAILURES,
-            window_seconds=settings.PASSWORD_CHANGE_WINDOW_SECONDS,
+            attempts=config.PASSWORD_CHANGE_MAX_FAILURES,
+            window_seconds=config.PASSWORD_CHANGE_WINDOW_SECONDS,
         ),
     )
-    matches, _ = verify_password(password, user.hashed_password)
+    matches, _ = verify_password(password, user.hashed_password, config=config)
     if not matches:
         # Kept: a stolen access token guessing at the password should leave a trace.
         AuditService.record(
@@ -448,14 +447,20 @@ def _update_details(*, user: User, old_email: str, fields: Iterable[str]) -> dic
 
 
 def _notify(
-    *, user: User, old_email: str, after_response: AfterResponse, password_set: bool = False
+    *,
+    config: Settings,
+    user: User,
+    old_email: str,
+    after_response: AfterResponse,
+    password_set: bool = False,
 ) -> None:
     """Tells the account's owner, at the address it had, of changes they may not have made."""
     if user.email != old_email:
-        message = email_changed_email(config=settings, to=old_email, new_email=user.email)
-        after_response.add_task(send_email, message)
+        message = email_changed_email(config=config, to=old_email, new_email=user.email)
+        after_response.add_task(send_email, message, config=config)
     if password_set:
-        after_response.add_task(send_email, password_set_email(config=settings, to=old_email))
+        message = password_set_email(config=config, to=old_email)
+        after_response.add_task(send_email, message, config=config)
 
 
 def _apply(*, session: Session, user: User, changes: dict[str, Any]) -> None:

@@ -12,49 +12,67 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from app.core.config import settings
-from app.services.run_runtime import QueueUnavailableError, RunPolicy
+from app.core.config import Settings
+from app.services.run_runtime import QueueUnavailableError, RunPolicy, SessionFactory
 from app.tasks.background import RunHost
-from app.tasks.resources import build_llm_client, default_session
+from app.tasks.resources import build_llm_client
 
 logger = logging.getLogger("agentry.runs")
 
-_PUBLISH_TIMEOUT = settings.CELERY_PUBLISH_TIMEOUT_SECONDS
-celery_app = Celery("agentry", broker=settings.CELERY_BROKER_URL or "redis://127.0.0.1:6379/0")
-celery_app.conf.update(
-    # A worker holds no message it has not acknowledged: it takes one only when a thread
-    # is free, and acknowledges it as the thread starts the run. When Redis drops, Celery
-    # puts unacknowledged messages back on a connection that is already gone, and that
-    # stops the worker for good (kombu's redis transport); with none held, it reconnects.
-    # The run rows make up for it: the sweep delivers a queued run nobody started again
-    # and ends a started one whose worker died, once its lease expires.
-    task_acks_late=False,
-    worker_disable_prefetch=True,
-    worker_prefetch_multiplier=1,
-    task_ignore_result=True,
-    task_serializer="json",
-    accept_content=["json"],
-    # Reconnect for as long as the broker is away, at start-up and after a drop.
-    broker_connection_retry_on_startup=True,
-    broker_connection_retry=True,
-    broker_connection_max_retries=None,
-    broker_connection_timeout=_PUBLISH_TIMEOUT,
-    broker_transport_options={
-        "socket_timeout": _PUBLISH_TIMEOUT + 2,  # above the 1 s blocking pop of workers
-        "socket_connect_timeout": _PUBLISH_TIMEOUT,
-        "retry_on_timeout": True,
-        # No copy of taken messages in Redis to restore after an hour: the sweep redelivers
-        # sooner, and an acknowledgement then never needs the broker.
-        "ack_emulation": False,
-    },
-    # A run in flight goes on when the broker blinks.
-    worker_cancel_long_running_tasks_on_connection_loss=False,
-)
+EXECUTE_RUN = "agentry.execute_run"
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 
 
-@celery_app.task(name="agentry.execute_run")
-def execute_run_task(run_id: str) -> None:
-    _worker_host().execute(uuid.UUID(run_id))
+def build_celery(config: Settings) -> Celery:
+    """The Celery app of this process: app processes publish run ids with it, and
+    `agentry worker` (build_worker_app) executes them."""
+    timeout = config.CELERY_PUBLISH_TIMEOUT_SECONDS
+    celery = Celery("agentry", broker=config.CELERY_BROKER_URL or DEFAULT_BROKER_URL)
+    celery.conf.update(
+        # A worker holds no message it has not acknowledged: it takes one only when a thread
+        # is free, and acknowledges it as the thread starts the run. When Redis drops, Celery
+        # puts unacknowledged messages back on a connection that is already gone, and that
+        # stops the worker for good (kombu's redis transport); with none held, it reconnects.
+        # The run rows make up for it: the sweep delivers a queued run nobody started again
+        # and ends a started one whose worker died, once its lease expires.
+        task_acks_late=False,
+        worker_disable_prefetch=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        # Reconnect for as long as the broker is away, at start-up and after a drop.
+        broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        broker_connection_timeout=timeout,
+        broker_transport_options={
+            "socket_timeout": timeout + 2,  # above the 1 s blocking pop of workers
+            "socket_connect_timeout": timeout,
+            "retry_on_timeout": True,
+            # No copy of taken messages in Redis to restore after an hour: the sweep redelivers
+            # sooner, and an acknowledgement then never needs the broker.
+            "ack_emulation": False,
+        },
+        # A run in flight goes on when the broker blinks.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return celery
+
+
+def build_worker_app(config: Settings, *, session_factory: SessionFactory) -> Celery:
+    """The Celery app of `agentry worker`: it executes runs, and hosts the sweep and the
+    lease renewal from the moment the worker is ready until it shuts down."""
+    celery = build_celery(config)
+    runs = _WorkerRuns(config=config, celery=celery, session_factory=session_factory)
+
+    @celery.task(name=EXECUTE_RUN)
+    def execute_run(run_id: str) -> None:
+        runs.host.execute(uuid.UUID(run_id))
+
+    worker_ready.connect(runs.start, weak=False)
+    worker_shutdown.connect(runs.stop, weak=False)
+    return celery
 
 
 class Publisher:
@@ -63,7 +81,8 @@ class Publisher:
     Publishing happens on a few threads of its own: a request waits at most `timeout`,
     and when every one of them is stuck on a frozen broker, posts fail over at once."""
 
-    def __init__(self, *, timeout: float, threads: int = 4) -> None:
+    def __init__(self, celery: Celery, *, timeout: float, threads: int = 4) -> None:
+        self._celery = celery
         self._timeout = timeout
         self._free = threading.BoundedSemaphore(threads)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="agentry-publish")
@@ -88,40 +107,31 @@ class Publisher:
 
     def _publish(self, run_id: uuid.UUID) -> None:
         try:
-            execute_run_task.apply_async(args=[str(run_id)], retry=False)
+            self._celery.send_task(EXECUTE_RUN, args=[str(run_id)], retry=False)
         finally:
             self._free.release()
 
 
-_host: RunHost | None = None
-_publisher: Publisher | None = None
-_host_lock = threading.Lock()
+class _WorkerRuns:
+    """A worker process's runs host and publisher (for re-deliveries by its sweep)."""
 
+    def __init__(self, *, config: Settings, celery: Celery, session_factory: SessionFactory):
+        self.celery = celery
+        self.host = RunHost(
+            policy=RunPolicy.from_settings(config),
+            session_factory=session_factory,
+            llm=build_llm_client(config),
+        )
+        self.publisher = Publisher(celery, timeout=config.CELERY_PUBLISH_TIMEOUT_SECONDS)
 
-def _worker_host() -> RunHost:
-    """This worker process's runs host, created on first use."""
-    global _host
-    with _host_lock:
-        if _host is None:
-            _host = RunHost(
-                policy=RunPolicy.from_settings(settings),
-                session_factory=default_session,
-                llm=build_llm_client(settings),
-            )
-        return _host
+    def start(self, sender: Any = None, **_kwargs: Any) -> None:
+        if getattr(sender, "app", None) is not self.celery:
+            return  # another Celery app's worker (signals are process-wide)
+        self.host.start(dispatch=self.publisher)
+        logger.info("worker ready: sweeping every %ss", self.host.policy.sweep_interval)
 
-
-@worker_ready.connect
-def _start_host(**_kwargs: Any) -> None:
-    global _publisher
-    _publisher = Publisher(timeout=_PUBLISH_TIMEOUT)
-    _worker_host().start(dispatch=_publisher)
-    logger.info("worker ready: sweeping every %ss", settings.RUN_SWEEP_INTERVAL_SECONDS)
-
-
-@worker_shutdown.connect
-def _stop_host(**_kwargs: Any) -> None:
-    if _host is not None:
-        _host.stop()
-    if _publisher is not None:
-        _publisher.close()
+    def stop(self, sender: Any = None, **_kwargs: Any) -> None:
+        if getattr(sender, "app", None) is not self.celery:
+            return
+        self.host.stop()
+        self.publisher.close()

@@ -12,14 +12,17 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
+from celery import Celery
+from sqlalchemy import Engine
+
 from app.core.config import Settings
 from app.modules.llm.client import LLMClient
 from app.services.run_recovery import SweepReport
 from app.services.run_runtime import QueueUnavailableError, RunPolicy, SessionFactory
 from app.services.run_service import RunService
 from app.tasks.background import RunHost
-from app.tasks.celery_app import Publisher
-from app.tasks.resources import build_llm_client, default_session
+from app.tasks.celery_app import Publisher, build_celery
+from app.tasks.resources import build_llm_client, session_factory_for
 
 logger = logging.getLogger("agentry.runs")
 
@@ -43,7 +46,7 @@ class ThreadPoolDispatcher:
         workers: int,
         llm: LLMClient,
         policy: RunPolicy,
-        session_factory: SessionFactory = default_session,
+        session_factory: SessionFactory,
     ) -> None:
         self.policy = policy
         self.host = RunHost(policy=policy, session_factory=session_factory, llm=llm)
@@ -89,7 +92,7 @@ class InlineDispatcher:
         *,
         llm: LLMClient,
         policy: RunPolicy,
-        session_factory: SessionFactory = default_session,
+        session_factory: SessionFactory,
     ) -> None:
         self.policy = policy
         self.host = RunHost(policy=policy, session_factory=session_factory, llm=llm)
@@ -119,13 +122,14 @@ class CeleryDispatcher:
     def __init__(
         self,
         *,
+        celery: Celery,
         policy: RunPolicy,
         publish_timeout: float,
-        session_factory: SessionFactory = default_session,
+        session_factory: SessionFactory,
     ) -> None:
         self.policy = policy
         self.host = RunHost(policy=policy, session_factory=session_factory)
-        self.publisher = Publisher(timeout=publish_timeout)
+        self.publisher = Publisher(celery, timeout=publish_timeout)
 
     def dispatch(self, run_id: uuid.UUID) -> None:
         self.publisher(run_id)
@@ -138,14 +142,21 @@ class CeleryDispatcher:
         self.publisher.close()
 
 
-def build_dispatcher(config: Settings) -> RunDispatcher:
+def build_dispatcher(config: Settings, engine: Engine) -> RunDispatcher:
     policy = RunPolicy.from_settings(config)
+    session_factory = session_factory_for(engine)
     if config.CELERY_BROKER_URL:
         return CeleryDispatcher(
-            policy=policy, publish_timeout=config.CELERY_PUBLISH_TIMEOUT_SECONDS
+            celery=build_celery(config),
+            policy=policy,
+            publish_timeout=config.CELERY_PUBLISH_TIMEOUT_SECONDS,
+            session_factory=session_factory,
         )
     return ThreadPoolDispatcher(
-        workers=config.RUN_WORKERS, llm=build_llm_client(config), policy=policy
+        workers=config.RUN_WORKERS,
+        llm=build_llm_client(config),
+        policy=policy,
+        session_factory=session_factory,
     )
 
 

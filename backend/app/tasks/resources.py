@@ -1,14 +1,18 @@
-"""What a process needs to execute runs: database sessions and an LLM client."""
+"""What a process needs to execute runs: database sessions and an LLM client, both made
+from the settings and engine its composition root built."""
 
-from sqlmodel import Session
+from functools import partial
+
+from sqlalchemy import Engine
 
 from app.core.config import Settings
-from app.core.db import engine
+from app.core.db import open_session
 from app.modules.llm.client import LLMClient
+from app.services.run_runtime import SessionFactory
 
 
-def default_session() -> Session:
-    return Session(engine, expire_on_commit=False)
+def session_factory_for(engine: Engine) -> SessionFactory:
+    return partial(open_session, engine)
 
 
 def build_llm_client(config: Settings) -> LLMClient:

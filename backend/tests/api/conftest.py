@@ -10,13 +10,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from app.core.config import ProviderSettings, settings
+from app.core.config import ProviderSettings
 from app.models.agent import Agent
+from app.models.ai_model import AIModel
 from app.models.thread import Thread
 from app.models.user import User
-from app.modules.ai_models.models import AIModel
 from app.modules.llm.client import LLMClient
 from app.tasks.dispatch import InlineDispatcher
+from tests.environment import settings
 from tests.factories import create_agent, create_ai_model, create_thread, run_policy
 from tests.modules.fake_llm import FakeLLM
 from tests.smtp_server import Mailbox

@@ -20,11 +20,12 @@ from sqlmodel import Session
 from app.core.security import create_access_token
 from app.main import create_app
 from app.models.agent import Agent
+from app.models.ai_model import AIModel
 from app.models.auth import LoginSession
 from app.models.run import Run
 from app.models.thread import Thread
 from app.models.user import User
-from app.modules.ai_models.models import AIModel
+from tests.environment import settings
 from tests.factories import (
     PASSWORD,
     create_agent,
@@ -222,7 +223,7 @@ def headers_for(db: Session, world: World, actor: str) -> dict[str, str]:
     session_id = world.owner_session.id if actor == "owner" else None
     if session_id is None:
         session_id = create_login_session(db, user=user).id
-    token, _ = create_access_token(user_id=user.id, session_id=session_id)
+    token, _ = create_access_token(user_id=user.id, session_id=session_id, config=settings)
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -7,8 +7,9 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session
 
+from app.api.deps import get_session
 from app.core.config import Settings
-from app.core.db import create_db_engine, get_session
+from app.core.db import create_db_engine
 
 boom = APIRouter(prefix="/test-only", tags=["test"])
 

@@ -19,17 +19,17 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from app.api.deps import SessionDep
-from app.core.config import settings
 from app.core.db import utcnow
 from app.core.errors import ConflictError
 from app.core.security import ACCESS_TOKEN_TYPE, ALGORITHM
 from app.core.types import DECIMAL_PATTERN, Input, Patch
 from app.main import create_app
 from app.models.agent import Agent
+from app.models.ai_model import AIModel
 from app.models.thread import Message
 from app.models.user import EMAIL_UNIQUE, User
-from app.modules.ai_models.models import AIModel
 from app.services.transactions import commit_or_conflict
+from tests.environment import settings
 from tests.factories import (
     create_agent,
     create_ai_model,

@@ -10,12 +10,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection
 from sqlmodel import Session, col, select
 
-from app.core.config import settings
-from app.core.db import engine, utcnow
-from app.core.security import ALGORITHM, PRODUCTION_ARGON2, build_password_context, hash_token
+from app.core.db import utcnow
+from app.core.security import ALGORITHM, PRODUCTION_ARGON2, hash_token, password_context
 from app.models.audit import AuditEntry
 from app.models.auth import LoginSession, RefreshToken
 from app.models.user import User
+from tests.environment import engine, settings
 from tests.factories import PASSWORD, auth_headers, create_login_session, create_user
 
 LOGIN = "/api/v1/login/access-token"
@@ -125,7 +125,7 @@ class TestLogin:
 
     def test_bcrypt_hash_verifies_and_is_upgraded(self, client: TestClient, db: Session) -> None:
         legacy = create_user(db)
-        legacy.hashed_password = build_password_context(settings).handler("bcrypt").hash(PASSWORD)
+        legacy.hashed_password = password_context(settings).handler("bcrypt").hash(PASSWORD)
         db.add(legacy)
         db.commit()
         assert login(client, legacy.email).status_code == 200
@@ -134,7 +134,7 @@ class TestLogin:
 
 
 def test_production_hashing_parameters() -> None:
-    production = build_password_context(settings.model_copy(update={"ENVIRONMENT": "production"}))
+    production = password_context(settings.model_copy(update={"ENVIRONMENT": "production"}))
     hashed = production.hash("correct horse battery staple")
     memory, passes = PRODUCTION_ARGON2
     assert hashed.startswith(f"$argon2id$v=19$m={memory},t={passes},p=1$")

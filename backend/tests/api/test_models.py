@@ -3,25 +3,32 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from app.core.config import ProviderSettings, settings
+from app.core.config import ProviderSettings, Settings
+from app.crud import ai_model as ai_model_crud
 from app.models.agent import Agent
+from app.models.ai_model import AIModel
 from app.models.audit import AuditEntry
 from app.models.user import User
-from app.modules.ai_models.manager import model_manager
-from app.modules.ai_models.models import AIModel
+from tests.conftest import AppFactory
+from tests.environment import settings
 from tests.factories import create_ai_model
 
 MODELS = "/api/v1/models"
 
 
-@pytest.fixture(autouse=True)
-def _no_providers(monkeypatch: pytest.MonkeyPatch) -> None:
+def with_providers(providers: dict[str, ProviderSettings]) -> Settings:
+    return settings.model_copy(update={"LLM_PROVIDERS": providers})
+
+
+@pytest.fixture
+def app(make_app: AppFactory) -> FastAPI:
     """No provider configured unless a test says so, whatever the developer's .env holds."""
-    monkeypatch.setattr(settings, "LLM_PROVIDERS", {})
+    return make_app(with_providers({}))
 
 
 def payload(**overrides: Any) -> dict[str, Any]:
@@ -110,18 +117,17 @@ class TestListModels:
     def test_is_configured_follows_the_provider_settings(
         self,
         client: TestClient,
+        make_app: AppFactory,
         db: Session,
         user_headers: dict[str, str],
-        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         create_ai_model(db, provider="openai")
         create_ai_model(db, provider="ollama")
         before = client.get(MODELS, headers=user_headers).json()["data"]
         assert [item["is_configured"] for item in before] == [False, False]
-        monkeypatch.setitem(
-            settings.LLM_PROVIDERS, "openai", ProviderSettings(base_url="http://127.0.0.1:9/v1")
-        )
-        after = client.get(MODELS, headers=user_headers).json()["data"]
+        openai = ProviderSettings(base_url="http://127.0.0.1:9/v1")
+        with TestClient(make_app(with_providers({"openai": openai}))) as configured:
+            after = configured.get(MODELS, headers=user_headers).json()["data"]
         assert [(item["provider"], item["is_configured"]) for item in after] == [
             ("ollama", False),
             ("openai", True),
@@ -271,7 +277,7 @@ class TestCreateModel:
     ) -> None:
         create_ai_model(db, provider="openai", name="gpt-4o")
         # As if a concurrent request added it between the check and the commit.
-        monkeypatch.setattr(model_manager, "get_model", lambda *_args: None)
+        monkeypatch.setattr(ai_model_crud, "get_model", lambda **_kwargs: None)
         response = client.post(MODELS, headers=superuser_headers, json=payload())
         assert response.status_code == 409
         assert response.json()["code"] == "model_exists"
@@ -502,7 +508,7 @@ class TestDeleteModel:
         db.add(Agent(owner_id=user.id, name="x", model_id=model.id))
         db.commit()
         # As if the agent took the model up between the check and the commit.
-        monkeypatch.setattr(model_manager, "is_in_use", lambda *_args: False)
+        monkeypatch.setattr(ai_model_crud, "is_in_use", lambda **_kwargs: False)
         response = client.delete(f"{MODELS}/{model.id}", headers=superuser_headers)
         assert response.status_code == 409
         assert response.json()["code"] == "model_in_use"

@@ -20,9 +20,9 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlmodel import Session
 
-from app.api.deps import SessionDep
+from app.api.deps import SessionDep, get_session
 from app.core.config import Settings
-from app.core.db import create_db_engine, get_session
+from app.core.db import create_db_engine
 from app.main import create_app
 
 CONCURRENT_REQUESTS = 200

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection, delete
 from sqlmodel import Session, col, select
 
-from app.core.config import settings
-from app.core.db import create_db_engine, engine, get_session, utcnow
+from app.api.deps import get_session
+from app.core.db import create_db_engine, utcnow
 from app.core.security import hash_token
 from app.main import create_app
 from app.models.audit import AuditEntry
@@ -24,6 +24,7 @@ from app.models.user import User
 from app.modules.llm.client import LLMClient
 from app.services.run_runtime import RunPolicy
 from app.tasks.dispatch import InlineDispatcher
+from tests.environment import engine, settings
 from tests.factories import auth_headers, create_user
 from tests.smtp_server import Mailbox, body_of
 

@@ -14,12 +14,12 @@ import redis
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from app.core.config import settings
 from app.core.throttle import DEFAULT_KEY_PREFIX
 from app.models.audit import AuditEntry
 from app.models.auth import LoginSession, PasswordResetToken
 from app.models.user import User
 from tests.conftest import AppFactory
+from tests.environment import settings
 from tests.factories import PASSWORD
 from tests.redis_server import RedisServer
 

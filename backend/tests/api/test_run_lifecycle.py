@@ -12,11 +12,11 @@ from sqlmodel import Session, select
 
 from app.core.types import MAX_REPORTED_TOKENS
 from app.models.agent import Agent
+from app.models.ai_model import AIModel
 from app.models.run import Run, RunStatus
 from app.models.thread import Message, MessageRole, Thread
 from app.models.usage import UsageEntry
 from app.models.user import User
-from app.modules.ai_models.models import AIModel
 from app.modules.llm.client import LLMClient
 from app.tasks.dispatch import InlineDispatcher
 from tests.api.conftest import post

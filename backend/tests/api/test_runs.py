@@ -8,11 +8,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
+from app.models.ai_model import AIModel
 from app.models.run import Run, RunStatus
 from app.models.thread import Message, MessageRole, Thread
 from app.models.usage import UsageEntry
 from app.models.user import User
-from app.modules.ai_models.models import AIModel
 from tests.api.conftest import post
 from tests.factories import (
     ParkedDispatcher,

@@ -17,8 +17,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from app.core.config import settings
-from app.core.db import engine
 from app.core.throttle import CounterStore, MemoryCounterStore, RedisCounterStore, Throttle
 from app.main import create_app
 from app.models.audit import AuditEntry
@@ -27,6 +25,7 @@ from app.models.user import User
 from app.modules.llm.client import LLMClient
 from app.services.run_runtime import RunPolicy
 from app.tasks.dispatch import InlineDispatcher
+from tests.environment import engine, settings
 from tests.factories import PASSWORD, create_user
 
 LOGIN = "/api/v1/login/access-token"

@@ -8,11 +8,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from app.core.config import settings
 from app.core.throttle import MemoryCounterStore, RedisCounterStore, Throttle
 from app.models.audit import AuditEntry
 from app.models.user import User
 from tests.conftest import AppFactory
+from tests.environment import settings
 from tests.factories import PASSWORD, create_user
 
 LOGIN = "/api/v1/login/access-token"

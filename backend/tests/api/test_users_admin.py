@@ -7,10 +7,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from app.core.db import engine
 from app.models.audit import AuditEntry
 from app.models.auth import LoginSession
 from app.models.user import User
+from tests.environment import engine
 from tests.factories import PASSWORD, auth_headers, create_user
 from tests.smtp_server import Mailbox, body_of
 

@@ -5,10 +5,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, col, select
 
-from app.core.config import settings
 from app.models.audit import AuditEntry
 from app.models.auth import LoginSession, PasswordResetToken
 from app.models.user import User
+from tests.environment import settings
 from tests.factories import PASSWORD, auth_headers, create_user
 from tests.smtp_server import Mailbox, body_of
 

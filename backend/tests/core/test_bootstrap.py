@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from sqlmodel import Session, select
+from sqlmodel import Session, create_engine, select
 
-from app.core.config import settings
 from app.core.security import verify_password
 from app.models.user import User
 from app.services.bootstrap_service import BootstrapService
 from app.services.user_service import UserService
+from tests.conftest import AgentryCommand
+from tests.environment import settings
 from tests.factories import create_user
 
 
@@ -24,13 +25,13 @@ def _no_superusers(db: Session) -> None:
 
 def test_first_superuser_is_created_once_with_a_generated_password(db: Session) -> None:
     _no_superusers(db)
-    notices = BootstrapService.run(session=db)
+    notices = BootstrapService.run(session=db, config=settings)
     [notice] = notices
     created = db.exec(select(User).where(User.email == "admin@example.com")).one()
     assert created.is_superuser
     password = notice.split("generated password ")[1].split()[0]
-    assert verify_password(password, created.hashed_password)[0]
-    assert BootstrapService.run(session=db) == []  # idempotent: nothing new to say
+    assert verify_password(password, created.hashed_password, config=settings)[0]
+    assert BootstrapService.run(session=db, config=settings) == []  # idempotent: nothing new to say
 
 
 def test_configured_password_is_used_and_never_printed(
@@ -39,29 +40,33 @@ def test_configured_password_is_used_and_never_printed(
     _no_superusers(db)
     monkeypatch.setattr(settings, "FIRST_SUPERUSER_EMAIL", "Root@Example.com")
     monkeypatch.setattr(settings, "FIRST_SUPERUSER_PASSWORD", SecretStr("configured passphrase"))
-    assert BootstrapService.run(session=db) == []
+    assert BootstrapService.run(session=db, config=settings) == []
     root = db.exec(select(User).where(User.email == "root@example.com")).one()
-    assert verify_password("configured passphrase", root.hashed_password)[0]
+    assert verify_password("configured passphrase", root.hashed_password, config=settings)[0]
 
 
 def test_nothing_happens_while_a_superuser_exists(db: Session) -> None:
     create_user(db, is_superuser=True)
     count = len(db.exec(select(User)).all())
-    assert UserService.ensure_first_superuser(session=db) is None
+    assert UserService.ensure_first_superuser(session=db, config=settings) is None
     assert len(db.exec(select(User)).all()) == count
 
 
-def test_create_superuser_command_migrates_and_creates(tmp_path: Path) -> None:
+def test_create_superuser_command_migrates_and_creates(
+    tmp_path: Path, agentry: AgentryCommand
+) -> None:
+    """The installed `agentry` command, in a process of its own (the suite's one smoke
+    test of the entry point), then again in this process: nothing new the second time."""
     env = {
-        **os.environ,
         "ENVIRONMENT": "development",
         "DATA_DIR": str(tmp_path),
         "DATABASE_URL": f"sqlite:///{tmp_path}/cli.db",
         "FIRST_SUPERUSER_EMAIL": "ops@example.com",
     }
+    installed = Path(sys.executable).with_name("agentry")
     result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "create-superuser"],
-        env=env,
+        [str(installed), "create-superuser"],
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -69,13 +74,13 @@ def test_create_superuser_command_migrates_and_creates(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "Created the first superuser ops@example.com" in result.stdout
-    again = subprocess.run(
-        [sys.executable, "-m", "app.cli", "create-superuser"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert again.returncode == 0
+    again = agentry("create-superuser", env=env)
+    assert again.returncode == 0, again.stderr
     assert "Created" not in again.stdout
+    engine = create_engine(f"sqlite:///{tmp_path}/cli.db")
+    try:
+        with Session(engine) as session:
+            [admin] = session.exec(select(User).where(User.is_superuser)).all()
+    finally:
+        engine.dispose()
+    assert admin.email == "ops@example.com"

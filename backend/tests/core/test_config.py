@@ -1,7 +1,4 @@
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +7,7 @@ from pydantic import SecretStr, ValidationError
 
 from app.core.config import ConfigurationError, Settings
 from app.main import create_app
+from tests.conftest import AgentryCommand
 
 STRONG_KEY = "k" * 48
 
@@ -89,20 +87,28 @@ class TestProductionDefaults:
             make(BACKEND_CORS_ORIGINS="ftp://example.com")
 
 
-def test_serve_refuses_unsafe_production_settings(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "ENVIRONMENT": "production",
-        "SECRET_KEY": "changethis",
-        "DATA_DIR": str(tmp_path),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "serve"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+def test_serve_refuses_unsafe_production_settings(tmp_path: Path, agentry: AgentryCommand) -> None:
+    result = agentry(
+        "serve",
+        env={"ENVIRONMENT": "production", "SECRET_KEY": "changethis", "DATA_DIR": str(tmp_path)},
     )
     assert result.returncode == 2
     assert "refusing to start: SECRET_KEY is a placeholder" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("RUN_LEASE_SECONDS", "thirty", "RUN_LEASE_SECONDS: Input should be a valid integer"),
+        ("ENVIRONMENT", "staging", "ENVIRONMENT: Input should be 'development', 'test' or"),
+    ],
+)
+def test_a_malformed_setting_is_one_line_naming_it(
+    agentry: AgentryCommand, name: str, value: str, expected: str
+) -> None:
+    result = agentry("migrate", "--sql", env={name: value})
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"agentry: refusing to start: {expected}")
+    assert "Traceback" not in result.stderr

@@ -14,10 +14,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection, text
 
 from app.api.deps import SessionDep
-from app.core.config import Settings, settings
+from app.core.config import Settings
 from app.core.db import create_db_engine
 from app.core.logger import configure_logging
 from tests.conftest import AppFactory
+from tests.environment import settings
 
 SECRET_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2VjcmV0LWhhc2g"
 SECRET_TEXT = "words only the author may read"

@@ -1,8 +1,5 @@
 """Models and migrations agree, and every migration can be undone, on each engine."""
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +16,8 @@ import app.models  # noqa: F401
 from app.core import migrations
 from app.core.config import Settings
 from app.core.db import create_db_engine
-from app.core.db import engine as app_engine
+from tests.conftest import AgentryCommand
+from tests.environment import engine as app_engine
 
 
 @pytest.fixture
@@ -68,33 +66,20 @@ def test_upgrade_matches_models_and_round_trips(empty_engine: Engine) -> None:
     assert differences(empty_engine) == []
 
 
-def test_migrate_command_prints_sql_and_moves_both_ways(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "DATA_DIR": str(tmp_path),
-        "DATABASE_URL": f"sqlite:///{tmp_path}/cli.db",
-    }
-
-    def agentry(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "app.cli", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    offline = agentry("migrate", "--sql")
+def test_migrate_command_prints_sql_and_moves_both_ways(
+    tmp_path: Path, agentry: AgentryCommand
+) -> None:
+    env = {"DATA_DIR": str(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path}/cli.db"}
+    offline = agentry("migrate", "--sql", env=env)
     assert offline.returncode == 0, offline.stderr
     assert "CREATE TABLE user" in offline.stdout or 'CREATE TABLE "user"' in offline.stdout
     assert not (tmp_path / "cli.db").exists() or not _tables(tmp_path / "cli.db")
 
-    assert agentry("migrate").returncode == 0
+    assert agentry("migrate", env=env).returncode == 0
     assert "user" in _tables(tmp_path / "cli.db")
-    assert agentry("migrate", "--to", "base").returncode == 0
+    assert agentry("migrate", "--to", "base", env=env).returncode == 0
     assert _tables(tmp_path / "cli.db") <= {"alembic_version"}
-    assert agentry("migrate", "--to", "head").returncode == 0
+    assert agentry("migrate", "--to", "head", env=env).returncode == 0
     assert "user" in _tables(tmp_path / "cli.db")
 
 

@@ -6,16 +6,20 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import delete
 from sqlmodel import Session, col
 
-from app.core.db import engine
+from app.main import create_app
 from app.models.agent import Agent
+from app.models.ai_model import AIModel
 from app.models.thread import Thread
 from app.models.usage import UsageEntry
 from app.models.user import User
-from app.modules.ai_models.models import AIModel
-from app.tasks.celery_app import celery_app
+from app.services.run_runtime import RunPolicy
+from app.tasks.celery_app import build_celery
+from app.tasks.dispatch import CeleryDispatcher, RunDispatcher
+from tests.environment import default_session, engine, settings
 from tests.factories import auth_headers, create_agent, create_ai_model, create_thread, create_user
 from tests.redis_server import RedisServer
 
@@ -59,11 +63,26 @@ def committed() -> Iterator[Committed]:
 
 
 @pytest.fixture
-def broker_url(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> str:
-    """This process publishes to the test's own redis-server. Celery keeps its producer
-    pool, bound to the broker it was first made for, so that pool is set aside too."""
-    url = redis_server.url()
-    monkeypatch.setattr(celery_app.conf, "broker_url", url)
-    monkeypatch.setattr(celery_app, "_pool", None)
-    monkeypatch.setattr(celery_app.amqp, "_producer_pool", None)
-    return url
+def broker_url(redis_server: RedisServer) -> str:
+    """The test's own redis-server, as a broker."""
+    return redis_server.url()
+
+
+def real_app(dispatcher: RunDispatcher) -> FastAPI:
+    """The app with its own sessions on committed rows, delivering runs with `dispatcher`."""
+    app = create_app(settings)
+    app.state.run_dispatcher = dispatcher
+    return app
+
+
+def celery_dispatcher(
+    broker_url: str, *, policy: RunPolicy, publish_timeout: float
+) -> CeleryDispatcher:
+    """What an app process with CELERY_BROKER_URL=broker_url delivers runs with."""
+    config = settings.model_copy(update={"CELERY_BROKER_URL": broker_url})
+    return CeleryDispatcher(
+        celery=build_celery(config),
+        policy=policy,
+        publish_timeout=publish_timeout,
+        session_factory=default_session,
+    )

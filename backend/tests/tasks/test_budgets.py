@@ -14,7 +14,6 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from app.core.config import ProviderSettings
-from app.core.db import engine
 from app.models.agent import Agent
 from app.models.run import Run, RunStatus
 from app.models.thread import Message, Thread
@@ -22,10 +21,10 @@ from app.models.usage import UsageEntry
 from app.models.user import User
 from app.modules.llm.client import LLMClient
 from app.tasks.dispatch import ThreadPoolDispatcher
+from tests.environment import default_session, engine
 from tests.factories import run_policy
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
-from tests.tasks.conftest import Committed
-from tests.tasks.test_execution import real_app
+from tests.tasks.conftest import Committed, real_app
 
 BUDGET = Decimal("0.0015")  # room for one run's hold ($0.001: 1,000 tokens at $1/M)
 
@@ -41,7 +40,11 @@ def client(committed: Committed, fake_llm: FakeLLM) -> Iterator[TestClient]:
     # The provider bills the whole output limit, after a while.
     fake_llm.script(FakeResponse(json=completion_body("Late.", 0, 1_000), delay=1.5))
     llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
-    app = real_app(ThreadPoolDispatcher(workers=2, llm=llm, policy=run_policy()))
+    app = real_app(
+        ThreadPoolDispatcher(
+            workers=2, llm=llm, policy=run_policy(), session_factory=default_session
+        )
+    )
     with TestClient(app) as test_client:
         yield test_client
 
@@ -133,7 +136,11 @@ def test_concurrent_posts_cancels_and_edits_never_spend_past_the_budget(
         session.commit()
     fake_llm.script(*[FakeResponse(bill_max_tokens=True, delay=0.2)] * 100)
     llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
-    app = real_app(ThreadPoolDispatcher(workers=4, llm=llm, policy=run_policy()))
+    app = real_app(
+        ThreadPoolDispatcher(
+            workers=4, llm=llm, policy=run_policy(), session_factory=default_session
+        )
+    )
     barrier = threading.Barrier(len(committed.threads))
     statuses: list[int] = []
 

@@ -9,13 +9,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from app.core.config import ProviderSettings
-from app.core.db import engine, utcnow
-from app.main import create_app
+from app.core.db import utcnow
 from app.models.run import Run, RunStatus
 from app.models.thread import Message, Thread
 from app.models.usage import UsageEntry
@@ -23,11 +21,11 @@ from app.modules.llm.client import LLMClient
 from app.services.run_recovery import SweepReport
 from app.services.run_runtime import QueueUnavailableError
 from app.services.run_service import RunService
-from app.tasks.dispatch import CeleryDispatcher, ThreadPoolDispatcher
-from app.tasks.resources import default_session
+from app.tasks.dispatch import ThreadPoolDispatcher
+from tests.environment import default_session, engine
 from tests.factories import ParkedDispatcher, create_message, create_run, run_policy
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
-from tests.tasks.conftest import Committed
+from tests.tasks.conftest import Committed, celery_dispatcher, real_app
 
 
 def wait_for_run(client: TestClient, run_id: str, headers: dict[str, str]) -> dict[str, object]:
@@ -40,16 +38,14 @@ def wait_for_run(client: TestClient, run_id: str, headers: dict[str, str]) -> di
     raise AssertionError(f"run {run_id} did not finish")
 
 
-def real_app(dispatcher: object) -> FastAPI:
-    app = create_app()
-    app.state.run_dispatcher = dispatcher
-    return app
-
-
 def test_thread_pool_runs_a_conversation_turn(committed: Committed, fake_llm: FakeLLM) -> None:
     fake_llm.script(FakeResponse(json=completion_body("Pong.", 5, 3)))
     llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
-    app = real_app(ThreadPoolDispatcher(workers=2, llm=llm, policy=run_policy()))
+    app = real_app(
+        ThreadPoolDispatcher(
+            workers=2, llm=llm, policy=run_policy(), session_factory=default_session
+        )
+    )
     thread = committed.threads[0]
     with TestClient(app) as client:
         posted = client.post(
@@ -206,7 +202,7 @@ def test_a_celery_worker_runs_a_conversation_turn(
     try:
         thread = committed.threads[0]
         with TestClient(
-            real_app(CeleryDispatcher(policy=run_policy(), publish_timeout=3))
+            real_app(celery_dispatcher(broker_url, policy=run_policy(), publish_timeout=3))
         ) as client:
             posted = client.post(
                 f"/api/v1/threads/{thread.id}/messages",
@@ -237,7 +233,11 @@ def test_a_run_cancelled_while_the_provider_works_is_billed_but_not_answered(
 ) -> None:
     fake_llm.script(FakeResponse(json=completion_body("Too late.", 9, 6), delay=1.5))
     llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
-    app = real_app(ThreadPoolDispatcher(workers=1, llm=llm, policy=run_policy()))
+    app = real_app(
+        ThreadPoolDispatcher(
+            workers=1, llm=llm, policy=run_policy(), session_factory=default_session
+        )
+    )
     thread = committed.threads[0]
     with TestClient(app) as client:
         run_id = client.post(

@@ -19,25 +19,22 @@ from typing import TypeVar
 
 import httpx2
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from app.api.routes.utils import LIVENESS_PATH
-from app.core.config import settings
-from app.core.db import engine
-from app.main import API_PREFIX, create_app
+from app.main import API_PREFIX
 from app.models.run import ACTIVE_STATUSES, Run, RunStatus
 from app.models.thread import Message, MessageRole, Thread
 from app.models.usage import UsageEntry
 from app.models.user import User
 from app.services.run_runtime import RunPolicy
-from app.tasks.dispatch import CeleryDispatcher
+from tests.environment import engine, settings
 from tests.factories import run_policy
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
 from tests.redis_server import RedisServer
-from tests.tasks.conftest import Committed
+from tests.tasks.conftest import Committed, celery_dispatcher, real_app
 
 T = TypeVar("T")
 
@@ -59,12 +56,6 @@ def fast_policy() -> RunPolicy:
     return run_policy(
         lease=timedelta(seconds=3), sweep_interval=0.5, redeliver_after=timedelta(seconds=1)
     )
-
-
-def real_app(dispatcher: CeleryDispatcher) -> FastAPI:
-    app = create_app()
-    app.state.run_dispatcher = dispatcher
-    return app
 
 
 def wait_until(what: str, check: Callable[[], T | None]) -> T:
@@ -246,7 +237,7 @@ def test_a_run_on_a_killed_celery_worker_fails_without_a_worker_restart(
 ) -> None:
     fake_llm.script(SLOW_CALL)
     env = process_env(fake_llm, tmp_path, CELERY_BROKER_URL=broker_url)
-    app = real_app(CeleryDispatcher(policy=fast_policy(), publish_timeout=1))
+    app = real_app(celery_dispatcher(broker_url, policy=fast_policy(), publish_timeout=1))
     with (
         agentry("worker", "--concurrency", "2", env=env, log=tmp_path / "worker.log") as worker,
         TestClient(app) as client,
@@ -271,7 +262,9 @@ def test_a_post_while_the_broker_is_down_stays_queued_and_runs_once_it_is_back(
     env = process_env(fake_llm, tmp_path, CELERY_BROKER_URL=broker_url)
     thread = committed.threads[0]
     redis_server.stop()
-    with TestClient(real_app(CeleryDispatcher(policy=fast_policy(), publish_timeout=1))) as client:
+    with TestClient(
+        real_app(celery_dispatcher(broker_url, policy=fast_policy(), publish_timeout=1))
+    ) as client:
         run_id = post_guarded(client, thread, committed.headers)
         assert stored_run(run_id).status == RunStatus.QUEUED
         redis_server.start()
@@ -292,7 +285,7 @@ def test_posts_while_redis_is_stopped_each_run_once_it_is_back(
 ) -> None:
     env = process_env(fake_llm, tmp_path, CELERY_BROKER_URL=broker_url)
     first, *during = committed.threads[:5]
-    app = real_app(CeleryDispatcher(policy=fast_policy(), publish_timeout=1))
+    app = real_app(celery_dispatcher(broker_url, policy=fast_policy(), publish_timeout=1))
     with (
         agentry("worker", "--concurrency", "2", env=env, log=tmp_path / "worker.log"),
         TestClient(app) as client,

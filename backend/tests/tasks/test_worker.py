@@ -16,27 +16,20 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from app.core.db import engine
 from app.main import create_app
 from app.models.run import Run, RunStatus
-from app.tasks.celery_app import celery_app
-from app.tasks.dispatch import CeleryDispatcher
+from tests.environment import engine
 from tests.factories import run_policy
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
 from tests.redis_server import RedisServer
-from tests.tasks.conftest import Committed
+from tests.tasks.conftest import Committed, celery_dispatcher
 
 OUTAGE_SECONDS = 2.0
 DEADLINE_SECONDS = 60.0
 
 
 @pytest.fixture
-def private_broker(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Publishing goes to the private Redis. Celery caches its connection pools per app,
-    for the URL they were made with, so they are dropped too (and put back afterwards)."""
-    monkeypatch.setattr(celery_app.conf, "broker_url", redis_server.url())
-    monkeypatch.setattr(celery_app, "_pool", None)
-    monkeypatch.setattr(celery_app.amqp, "_producer_pool", None)
+def private_broker(redis_server: RedisServer) -> str:
     return redis_server.url()
 
 
@@ -104,7 +97,9 @@ def test_a_worker_outlives_a_redis_restart_with_a_run_in_flight(
     )
     stop_at_exit.append(worker)
     app = create_app()
-    app.state.run_dispatcher = CeleryDispatcher(policy=run_policy(), publish_timeout=1)
+    app.state.run_dispatcher = celery_dispatcher(
+        private_broker, policy=run_policy(), publish_timeout=1
+    )
     with TestClient(app) as client:
 
         def post(thread_index: int) -> uuid.UUID:

@@ -3,10 +3,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from app.api.deps import CurrentUser, LimitParam, SessionDep, SkipParam
+from app.api.deps import CurrentUser, SessionDep
 from app.api.errors import error_responses
-from app.core.types import Text
-from app.models.agent import Agent, AgentCreate, AgentPublic, AgentSort, AgentsPublic, AgentUpdate
+from app.crud.page import Page
+from app.models.agent import (
+    Agent,
+    AgentCreate,
+    AgentListQuery,
+    AgentPublic,
+    AgentsPublic,
+    AgentUpdate,
+)
 from app.services.agent_service import AgentService
 
 router = APIRouter(prefix="/agents", tags=["agents"])
@@ -22,29 +29,10 @@ router = APIRouter(prefix="/agents", tags=["agents"])
     responses=error_responses(401),
 )
 def list_agents(
-    session: SessionDep,
-    current_user: CurrentUser,
-    skip: SkipParam = 0,
-    limit: LimitParam = 50,
-    q: Annotated[
-        Text | None, Query(max_length=100, description="Part of a name or description.")
-    ] = None,
-    owner_id: Annotated[uuid.UUID | None, Query(description="Superusers only.")] = None,
-    sort: Annotated[AgentSort, Query(description="A field; '-' first for descending.")] = (
-        "-created_at"
-    ),
-) -> AgentsPublic:
+    session: SessionDep, current_user: CurrentUser, query: Annotated[AgentListQuery, Query()]
+) -> Page[Agent]:
     """My agents (a superuser's: everyone's), filtered, sorted and paged."""
-    page = AgentService.list_agents(
-        session=session,
-        user=current_user,
-        q=q,
-        owner_id=owner_id,
-        sort=sort,
-        skip=skip,
-        limit=limit,
-    )
-    return AgentsPublic.model_validate({"data": page.rows, "count": page.count})
+    return AgentService.list_agents(session=session, user=current_user, query=query)
 
 
 @router.post(

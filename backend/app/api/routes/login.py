@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Form, status
 from pydantic import Field
 
-from app.api.deps import CurrentAuth, RequestContextDep, SessionDep, ThrottleDep
+from app.api.deps import ConfigDep, CurrentAuth, RequestContextDep, SessionDep, ThrottleDep
 from app.api.errors import error_responses
 from app.core.types import Input
 from app.models.auth import (
@@ -41,6 +41,7 @@ class LoginForm(Input):
 )
 def login_access_token(
     session: SessionDep,
+    config: ConfigDep,
     throttle: ThrottleDep,
     context: RequestContextDep,
     form: Annotated[LoginForm, Form()],
@@ -48,6 +49,7 @@ def login_access_token(
     """Trade an email and password for an access token and a refresh token."""
     return AuthService.login(
         session=session,
+        config=config,
         throttle=throttle,
         email=form.username,
         password=form.password,
@@ -63,10 +65,12 @@ def login_access_token(
     responses=error_responses(401),
 )
 def refresh_token(
-    session: SessionDep, context: RequestContextDep, body: RefreshRequest
+    session: SessionDep, config: ConfigDep, context: RequestContextDep, body: RefreshRequest
 ) -> TokenPair:
     """Trade a refresh token for a new pair; each refresh token works once."""
-    return AuthService.refresh(session=session, refresh_token=body.refresh_token, context=context)
+    return AuthService.refresh(
+        session=session, config=config, refresh_token=body.refresh_token, context=context
+    )
 
 
 @router.post(
@@ -91,6 +95,7 @@ def logout(session: SessionDep, auth: CurrentAuth, context: RequestContextDep) -
 )
 def recover_password(
     session: SessionDep,
+    config: ConfigDep,
     throttle: ThrottleDep,
     context: RequestContextDep,
     body: PasswordRecoveryRequest,
@@ -99,6 +104,7 @@ def recover_password(
     """Mail a reset link; same answer, in the same time, whether or not the account exists."""
     PasswordRecoveryService.request(
         session=session,
+        config=config,
         throttle=throttle,
         email=body.email,
         context=context,
@@ -114,9 +120,15 @@ def recover_password(
     summary="Reset a password",
     responses=error_responses(400),
 )
-def reset_password(session: SessionDep, context: RequestContextDep, body: PasswordReset) -> Notice:
+def reset_password(
+    session: SessionDep, config: ConfigDep, context: RequestContextDep, body: PasswordReset
+) -> Notice:
     """Set a new password with a reset link's token; every session is ended."""
     PasswordRecoveryService.reset(
-        session=session, token=body.token, new_password=body.new_password, context=context
+        session=session,
+        config=config,
+        token=body.token,
+        new_password=body.new_password,
+        context=context,
     )
     return Notice(message="Password updated; log in with the new one.")

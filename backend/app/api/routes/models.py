@@ -3,15 +3,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from app.api.deps import CurrentUser, RequestContextDep, SessionDep, SuperuserDep
+from app.api.deps import ConfigDep, CurrentUser, RequestContextDep, SessionDep, SuperuserDep
 from app.api.errors import error_responses
-from app.modules.ai_models.models import (
+from app.crud.page import Page
+from app.models.ai_model import (
     AIModelCreate,
+    AIModelListQuery,
     AIModelPublic,
     AIModelsPublic,
     AIModelUpdate,
 )
-from app.modules.ai_models.service import AIModelService
+from app.services.ai_model_service import AIModelService
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -28,13 +30,12 @@ router = APIRouter(prefix="/models", tags=["models"])
 def list_models(
     session: SessionDep,
     current_user: CurrentUser,
-    include_disabled: Annotated[
-        bool, Query(description="Also list disabled models; superusers only.")
-    ] = False,
-) -> AIModelsPublic:
+    config: ConfigDep,
+    query: Annotated[AIModelListQuery, Query()],
+) -> Page[AIModelPublic]:
     """The models agents can use, by provider then display name, with prices per million tokens."""
     return AIModelService.list_models(
-        session=session, user=current_user, include_disabled=include_disabled
+        session=session, user=current_user, query=query, providers=config.LLM_PROVIDERS
     )
 
 
@@ -46,10 +47,12 @@ def list_models(
     responses=error_responses(401, 404),
 )
 def read_model(
-    session: SessionDep, current_user: CurrentUser, model_id: uuid.UUID
+    session: SessionDep, current_user: CurrentUser, config: ConfigDep, model_id: uuid.UUID
 ) -> AIModelPublic:
     """One model; a disabled one only for superusers."""
-    return AIModelService.get(session=session, user=current_user, model_id=model_id)
+    return AIModelService.get(
+        session=session, user=current_user, model_id=model_id, providers=config.LLM_PROVIDERS
+    )
 
 
 # ==================== superusers ====================
@@ -64,10 +67,20 @@ def read_model(
     responses=error_responses(401, 403, 409),
 )
 def create_model(
-    session: SessionDep, actor: SuperuserDep, context: RequestContextDep, model_in: AIModelCreate
+    session: SessionDep,
+    actor: SuperuserDep,
+    context: RequestContextDep,
+    config: ConfigDep,
+    model_in: AIModelCreate,
 ) -> AIModelPublic:
     """Add a model to the catalog; a provider's model names are unique."""
-    return AIModelService.create(session=session, actor=actor, model_in=model_in, context=context)
+    return AIModelService.create(
+        session=session,
+        actor=actor,
+        model_in=model_in,
+        context=context,
+        providers=config.LLM_PROVIDERS,
+    )
 
 
 @router.patch(
@@ -81,12 +94,18 @@ def update_model(
     session: SessionDep,
     actor: SuperuserDep,
     context: RequestContextDep,
+    config: ConfigDep,
     model_id: uuid.UUID,
     model_in: AIModelUpdate,
 ) -> AIModelPublic:
     """Change a model's names, limits or prices, or disable it to retire it."""
     return AIModelService.update(
-        session=session, actor=actor, model_id=model_id, model_in=model_in, context=context
+        session=session,
+        actor=actor,
+        model_id=model_id,
+        model_in=model_in,
+        context=context,
+        providers=config.LLM_PROVIDERS,
     )
 
 

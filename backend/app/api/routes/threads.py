@@ -3,18 +3,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from app.api.deps import CurrentUser, LimitParam, RunDispatcherDep, SessionDep, SkipParam
+from app.api.deps import CurrentUser, RunDispatcherDep, SessionDep
 from app.api.errors import error_responses
-from app.core.types import Text
-from app.models.run import PostedMessage, RunsPublic
+from app.crud.page import CursorPage, Page
+from app.models.run import PostedMessage, Run, RunListQuery, RunsPublic
 from app.models.thread import (
+    Message,
     MessageCreate,
-    MessageOrder,
+    MessageListQuery,
     MessagesPublic,
     Thread,
     ThreadCreate,
+    ThreadListQuery,
     ThreadPublic,
-    ThreadSort,
     ThreadsPublic,
     ThreadUpdate,
 )
@@ -34,27 +35,10 @@ router = APIRouter(prefix="/threads", tags=["threads"])
     responses=error_responses(401),
 )
 def list_threads(
-    session: SessionDep,
-    current_user: CurrentUser,
-    skip: SkipParam = 0,
-    limit: LimitParam = 50,
-    agent_id: uuid.UUID | None = None,
-    is_archived: bool | None = None,
-    sort: Annotated[ThreadSort, Query(description="A field; '-' first for descending.")] = (
-        "-last_message_at"
-    ),
-) -> ThreadsPublic:
+    session: SessionDep, current_user: CurrentUser, query: Annotated[ThreadListQuery, Query()]
+) -> Page[Thread]:
     """My threads, most recently active first."""
-    page = ThreadService.list_threads(
-        session=session,
-        user=current_user,
-        agent_id=agent_id,
-        is_archived=is_archived,
-        sort=sort,
-        skip=skip,
-        limit=limit,
-    )
-    return ThreadsPublic.model_validate({"data": page.rows, "count": page.count})
+    return ThreadService.list_threads(session=session, user=current_user, query=query)
 
 
 @router.post(
@@ -126,18 +110,11 @@ def list_messages(
     session: SessionDep,
     current_user: CurrentUser,
     thread_id: uuid.UUID,
-    limit: LimitParam = 50,
-    cursor: Annotated[Text | None, Query(max_length=200, description="A next_cursor.")] = None,
-    order: MessageOrder = "asc",
-) -> MessagesPublic:
+    query: Annotated[MessageListQuery, Query()],
+) -> CursorPage[Message]:
     """A page of messages, oldest first by default; follow next_cursor for more."""
     return ThreadService.list_messages(
-        session=session,
-        user=current_user,
-        thread_id=thread_id,
-        cursor=cursor,
-        order=order,
-        limit=limit,
+        session=session, user=current_user, thread_id=thread_id, query=query
     )
 
 
@@ -178,11 +155,9 @@ def list_thread_runs(
     session: SessionDep,
     current_user: CurrentUser,
     thread_id: uuid.UUID,
-    skip: SkipParam = 0,
-    limit: LimitParam = 50,
-) -> RunsPublic:
+    query: Annotated[RunListQuery, Query()],
+) -> Page[Run]:
     """The runs of one of my threads, newest first."""
-    page = RunService.list_for_thread(
-        session=session, user=current_user, thread_id=thread_id, skip=skip, limit=limit
+    return RunService.list_for_thread(
+        session=session, user=current_user, thread_id=thread_id, query=query
     )
-    return RunsPublic.model_validate({"data": page.rows, "count": page.count})

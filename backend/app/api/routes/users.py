@@ -4,25 +4,24 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Query, status
 
 from app.api.deps import (
+    ConfigDep,
     CurrentAuth,
     CurrentUser,
-    LimitParam,
     RequestContextDep,
     SessionDep,
-    SkipParam,
     SuperuserDep,
     ThrottleDep,
 )
 from app.api.errors import error_responses
-from app.core.types import Text
-from app.models.auth import LoginSessionsPublic, Notice
+from app.crud.page import Page
+from app.models.auth import LoginSessionPublic, LoginSessionsPublic, Notice
 from app.models.user import (
     UpdatePassword,
     User,
     UserCreate,
+    UserListQuery,
     UserPublic,
     UserRegister,
-    UserSort,
     UsersPublic,
     UserUpdate,
     UserUpdateMe,
@@ -58,6 +57,7 @@ def read_user_me(current_user: CurrentUser) -> User:
 )
 def update_user_me(
     session: SessionDep,
+    config: ConfigDep,
     throttle: ThrottleDep,
     current_user: CurrentUser,
     context: RequestContextDep,
@@ -67,6 +67,7 @@ def update_user_me(
     """Change my name, or my email with my current password (the old address is told)."""
     return UserService.update_me(
         session=session,
+        config=config,
         throttle=throttle,
         user=current_user,
         user_in=user_in,
@@ -98,6 +99,7 @@ def delete_user_me(
 )
 def update_password_me(
     session: SessionDep,
+    config: ConfigDep,
     throttle: ThrottleDep,
     auth: CurrentAuth,
     context: RequestContextDep,
@@ -105,7 +107,7 @@ def update_password_me(
 ) -> Notice:
     """Change my password; my other sessions are ended."""
     UserService.change_password(
-        session=session, throttle=throttle, auth=auth, body=body, context=context
+        session=session, config=config, throttle=throttle, auth=auth, body=body, context=context
     )
     return Notice(message="Password updated")
 
@@ -117,7 +119,7 @@ def update_password_me(
     summary="List my sessions",
     responses=AUTHENTICATED,
 )
-def list_my_sessions(session: SessionDep, auth: CurrentAuth) -> LoginSessionsPublic:
+def list_my_sessions(session: SessionDep, auth: CurrentAuth) -> Page[LoginSessionPublic]:
     """My live login sessions, most recently used first."""
     return UserService.list_sessions(session=session, auth=auth)
 
@@ -147,10 +149,16 @@ def revoke_my_session(
     responses=error_responses(403, 409, 429),
 )
 def register_user(
-    session: SessionDep, throttle: ThrottleDep, context: RequestContextDep, user_in: UserRegister
+    session: SessionDep,
+    config: ConfigDep,
+    throttle: ThrottleDep,
+    context: RequestContextDep,
+    user_in: UserRegister,
 ) -> User:
     """Create an account, when this server has open sign-up."""
-    return UserService.signup(session=session, throttle=throttle, user_in=user_in, context=context)
+    return UserService.signup(
+        session=session, config=config, throttle=throttle, user_in=user_in, context=context
+    )
 
 
 # ==================== superusers ====================
@@ -164,30 +172,10 @@ def register_user(
     responses=SUPERUSER,
 )
 def list_users(
-    session: SessionDep,
-    _: SuperuserDep,
-    skip: SkipParam = 0,
-    limit: LimitParam = 50,
-    q: Annotated[
-        Text | None, Query(max_length=254, description="Part of an email or name.")
-    ] = None,
-    is_active: bool | None = None,
-    is_superuser: bool | None = None,
-    sort: Annotated[UserSort, Query(description="A field; '-' first for descending.")] = (
-        "-created_at"
-    ),
-) -> UsersPublic:
+    session: SessionDep, _: SuperuserDep, query: Annotated[UserListQuery, Query()]
+) -> Page[User]:
     """Every account, filtered, sorted and paged."""
-    page = UserService.list_users(
-        session=session,
-        q=q,
-        is_active=is_active,
-        is_superuser=is_superuser,
-        sort=sort,
-        skip=skip,
-        limit=limit,
-    )
-    return UsersPublic.model_validate({"data": page.rows, "count": page.count})
+    return UserService.list_users(session=session, query=query)
 
 
 @router.post(
@@ -199,10 +187,16 @@ def list_users(
     responses=error_responses(401, 403, 409),
 )
 def create_user(
-    session: SessionDep, actor: SuperuserDep, context: RequestContextDep, user_in: UserCreate
+    session: SessionDep,
+    config: ConfigDep,
+    actor: SuperuserDep,
+    context: RequestContextDep,
+    user_in: UserCreate,
 ) -> User:
     """Create an account, optionally a superuser."""
-    return UserService.create(session=session, actor=actor, user_in=user_in, context=context)
+    return UserService.create(
+        session=session, config=config, actor=actor, user_in=user_in, context=context
+    )
 
 
 @router.get(
@@ -226,6 +220,7 @@ def read_user(session: SessionDep, _: SuperuserDep, user_id: uuid.UUID) -> User:
 )
 def update_user(
     session: SessionDep,
+    config: ConfigDep,
     actor: SuperuserDep,
     context: RequestContextDep,
     user_id: uuid.UUID,
@@ -235,6 +230,7 @@ def update_user(
     """Change an account; deactivation, demotion and a new password end its sessions."""
     return UserService.update(
         session=session,
+        config=config,
         actor=actor,
         user_id=user_id,
         user_in=user_in,

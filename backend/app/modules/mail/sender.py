@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, make_msgid
 
-from app.core.config import Settings, settings
+from app.core.config import Settings
 
 logger = logging.getLogger("agentry.mail")
 
@@ -71,7 +71,7 @@ def password_set_email(*, config: Settings, to: str) -> OutgoingEmail:
     )
 
 
-def send_email(message: OutgoingEmail, *, config: Settings = settings) -> None:
+def send_email(message: OutgoingEmail, *, config: Settings) -> None:
     """Deliver or log `message`; never raises for delivery problems.
 
     It runs as a background task after the response has gone, so nobody could act on

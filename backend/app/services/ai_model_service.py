@@ -1,9 +1,9 @@
-"""The model catalog's rules: who sees which models, what makes a duplicate, when a model
-may go, and importing a price list."""
+"""The model catalog's rules: who may list retired models, what makes a duplicate, when a
+model may go, and importing a price list (`agentry models import`)."""
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -13,18 +13,19 @@ from sqlmodel import Session
 
 from app.core.db import utcnow, violation_of
 from app.core.errors import ConflictError, NotFoundError, PermissionDeniedError, UnprocessableError
-from app.models.user import User
-from app.modules.ai_models.manager import model_manager
-from app.modules.ai_models.models import (
+from app.crud import ai_model as ai_model_crud
+from app.crud.page import Page
+from app.models.ai_model import (
     PROVIDER_NAME_UNIQUE,
     AIModel,
     AIModelCreate,
+    AIModelListQuery,
     AIModelPublic,
-    AIModelsPublic,
     AIModelUpdate,
     CatalogFile,
     check_output_fits,
 )
+from app.models.user import User
 from app.services.audit_service import AuditService
 from app.services.context import RequestContext
 from app.services.transactions import commit_or_conflict
@@ -35,26 +36,34 @@ COMMAND_LINE = RequestContext(ip=None, user_agent=None, request_id=None)
 
 
 class AIModelService:
+    """`providers` are the provider slugs this server has settings for: they decide each
+    model's is_configured."""
+
     @staticmethod
-    def list_models(*, session: Session, user: User, include_disabled: bool) -> AIModelsPublic:
-        if include_disabled and not user.is_superuser:
+    def list_models(
+        *, session: Session, user: User, query: AIModelListQuery, providers: Collection[str]
+    ) -> Page[AIModelPublic]:
+        if query.include_disabled and not user.is_superuser:
             raise PermissionDeniedError(
                 "Only superusers see disabled models", code="superuser_required"
             )
-        models = model_manager.list_available_models(session, include_disabled=include_disabled)
-        return AIModelsPublic(data=[_public(model) for model in models], count=len(models))
+        page = ai_model_crud.list_models(session=session, user=user, query=query)
+        return Page(data=[_public(model, providers) for model in page.data], count=page.count)
 
     @staticmethod
-    def get(*, session: Session, user: User, model_id: uuid.UUID) -> AIModelPublic:
-        model = model_manager.get_model_by_id(session, model_id)
-        # A disabled model is retired: to everyone but superusers it does not exist.
-        if model is None or not (model.is_enabled or user.is_superuser):
-            raise NotFoundError("Model not found")
-        return _public(model)
+    def get(
+        *, session: Session, user: User, model_id: uuid.UUID, providers: Collection[str]
+    ) -> AIModelPublic:
+        return _public(_get_row(session=session, user=user, model_id=model_id), providers)
 
     @staticmethod
     def create(
-        *, session: Session, actor: User, model_in: AIModelCreate, context: RequestContext
+        *,
+        session: Session,
+        actor: User,
+        model_in: AIModelCreate,
+        context: RequestContext,
+        providers: Collection[str],
     ) -> AIModelPublic:
         _ensure_unique(session=session, provider=model_in.provider, name=model_in.name)
         model = AIModel.model_validate(model_in)
@@ -68,7 +77,7 @@ class AIModelService:
             details={"is_enabled": model.is_enabled},
         )
         _commit_unique(session)
-        return _public(model)
+        return _public(model, providers)
 
     @staticmethod
     def update(
@@ -78,8 +87,9 @@ class AIModelService:
         model_id: uuid.UUID,
         model_in: AIModelUpdate,
         context: RequestContext,
+        providers: Collection[str],
     ) -> AIModelPublic:
-        model = _get_row(session=session, model_id=model_id)
+        model = _get_row(session=session, user=actor, model_id=model_id)
         changes = model_in.model_dump(exclude_unset=True)
         provider = changes.get("provider", model.provider)
         name = changes.get("name", model.name)
@@ -101,14 +111,14 @@ class AIModelService:
             details={"fields": sorted(changes)},
         )
         _commit_unique(session)
-        return _public(model)
+        return _public(model, providers)
 
     @staticmethod
     def delete(
         *, session: Session, actor: User, model_id: uuid.UUID, context: RequestContext
     ) -> None:
-        model = _get_row(session=session, model_id=model_id)
-        if model_manager.is_in_use(session, model):
+        model = _get_row(session=session, user=actor, model_id=model_id)
+        if ai_model_crud.is_in_use(session=session, model=model):
             raise _in_use()
         _record(
             session=session,
@@ -155,7 +165,9 @@ class AIModelService:
         created = updated = 0
         now = utcnow()
         for model_in in models_in:
-            existing = model_manager.get_model(session, model_in.provider, model_in.name)
+            existing = ai_model_crud.get_model(
+                session=session, provider=model_in.provider, name=model_in.name
+            )
             if existing is None:
                 session.add(AIModel.model_validate(model_in))
                 created += 1
@@ -181,21 +193,21 @@ class AIModelService:
         return created, updated
 
 
-def _public(model: AIModel) -> AIModelPublic:
+def _public(model: AIModel, providers: Collection[str]) -> AIModelPublic:
     return AIModelPublic.model_validate(
-        model, update={"is_configured": model_manager.is_configured(model.provider)}
+        model, update={"is_configured": model.provider in providers}
     )
 
 
-def _get_row(*, session: Session, model_id: uuid.UUID) -> AIModel:
-    model = model_manager.get_model_by_id(session, model_id)
+def _get_row(*, session: Session, user: User, model_id: uuid.UUID) -> AIModel:
+    model = ai_model_crud.get_visible_model(session=session, user=user, model_id=model_id)
     if model is None:
-        raise NotFoundError("Model not found")
+        raise NotFoundError("Model not found")  # the same for missing and retired
     return model
 
 
 def _ensure_unique(*, session: Session, provider: str, name: str) -> None:
-    if model_manager.get_model(session, provider, name) is not None:
+    if ai_model_crud.get_model(session=session, provider=provider, name=name) is not None:
         raise _duplicate()
 
 

@@ -1,9 +1,11 @@
+"""The model catalog: which models exist, who serves them and what they cost."""
+
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Self
 
-from pydantic import WithJsonSchema, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, WithJsonSchema, field_validator, model_validator
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -134,6 +136,16 @@ class AIModelPublic(AIModelBase):
 class AIModelsPublic(SQLModel):
     data: list[AIModelPublic]
     count: int
+
+
+class AIModelListQuery(BaseModel):
+    """What `GET /models` lists: its query parameters, as one value."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    include_disabled: bool = Field(
+        default=False, description="Also list disabled models; superusers only."
+    )
 
 
 class CatalogFile(Input):

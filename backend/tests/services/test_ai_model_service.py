@@ -1,8 +1,5 @@
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,14 +9,14 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from app.core.errors import UnprocessableError
+from app.models.ai_model import AIModel
 from app.models.audit import AuditEntry
-from app.modules.ai_models.models import AIModel
-from app.modules.ai_models.service import AIModelService
+from app.models.user import User
+from app.services.ai_model_service import AIModelService
+from tests.conftest import AgentryCommand, CommandResult
 from tests.factories import create_ai_model
 
-SAMPLE = (
-    Path(__file__).resolve().parents[2] / "app" / "modules" / "ai_models" / "sample_catalog.json"
-)
+SAMPLE = Path(__file__).resolve().parents[2] / "app" / "services" / "sample_catalog.json"
 
 
 def entry(**overrides: Any) -> dict[str, Any]:
@@ -37,6 +34,16 @@ def entry(**overrides: Any) -> dict[str, Any]:
 
 def model_count(db: Session) -> int:
     return db.exec(select(func.count()).select_from(AIModel)).one()
+
+
+class TestIsConfigured:
+    def test_follows_the_providers_given(self, db: Session, user: User) -> None:
+        model = create_ai_model(db, provider="openai")
+        for providers, expected in [((), False), ({"openai"}, True), ({"ollama"}, False)]:
+            public = AIModelService.get(
+                session=db, user=user, model_id=model.id, providers=providers
+            )
+            assert public.is_configured is expected
 
 
 class TestSampleCatalog:
@@ -123,21 +130,13 @@ class TestImportCatalog:
         assert model_count(db) == 0
 
 
-def run_import(tmp_path: Path, file: Path) -> subprocess.CompletedProcess[str]:
+def run_import(agentry: AgentryCommand, tmp_path: Path, file: Path) -> CommandResult:
     env = {
-        **os.environ,
         "ENVIRONMENT": "development",
         "DATA_DIR": str(tmp_path),
         "DATABASE_URL": f"sqlite:///{tmp_path}/cli.db",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", "models", "import", str(file)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return agentry("models", "import", str(file), env=env)
 
 
 def stored_models(tmp_path: Path) -> list[tuple[str, str, str, int]]:
@@ -150,23 +149,25 @@ def stored_models(tmp_path: Path) -> list[tuple[str, str, str, int]]:
 
 
 class TestImportCommand:
-    def test_imports_the_sample_catalog_and_updates_on_reimport(self, tmp_path: Path) -> None:
+    def test_imports_the_sample_catalog_and_updates_on_reimport(
+        self, tmp_path: Path, agentry: AgentryCommand
+    ) -> None:
         sample = json.loads(SAMPLE.read_text())
-        first = run_import(tmp_path, SAMPLE)
+        first = run_import(agentry, tmp_path, SAMPLE)
         assert first.returncode == 0, first.stderr
         assert first.stdout.strip() == f"{len(sample['models'])} created, 0 updated"
         rows = stored_models(tmp_path)
         assert len(rows) == len(sample["models"])
         assert ("openai", "gpt-4o", "2.500000", 1) in rows
 
-        again = run_import(tmp_path, SAMPLE)
+        again = run_import(agentry, tmp_path, SAMPLE)
         assert again.returncode == 0, again.stderr
         assert again.stdout.strip() == "0 created, 0 updated"
 
         sample["models"][0]["input_price_per_million"] = "2.75"
         changed = tmp_path / "changed.json"
         changed.write_text(json.dumps(sample))
-        updated = run_import(tmp_path, changed)
+        updated = run_import(agentry, tmp_path, changed)
         assert updated.returncode == 0, updated.stderr
         assert updated.stdout.strip() == "0 created, 1 updated"
         rows_after = stored_models(tmp_path)
@@ -174,7 +175,9 @@ class TestImportCommand:
         first_model = sample["models"][0]
         assert (first_model["provider"], first_model["name"], "2.750000", 1) in rows_after
 
-    def test_an_invalid_entry_exits_2_and_writes_nothing(self, tmp_path: Path) -> None:
+    def test_an_invalid_entry_exits_2_and_writes_nothing(
+        self, tmp_path: Path, agentry: AgentryCommand
+    ) -> None:
         catalog = {
             "prices_read_on": "2026-11-22",
             "source": "test",
@@ -182,18 +185,20 @@ class TestImportCommand:
         }
         file = tmp_path / "catalog.json"
         file.write_text(json.dumps(catalog))
-        result = run_import(tmp_path, file)
+        result = run_import(agentry, tmp_path, file)
         assert result.returncode == 2
         assert "models[1].output_price_per_million" in result.stderr
         assert result.stdout == ""
         assert stored_models(tmp_path) == []
 
     @pytest.mark.parametrize("content", [None, "{not json"])
-    def test_a_missing_or_malformed_file_exits_2(self, tmp_path: Path, content: str | None) -> None:
+    def test_a_missing_or_malformed_file_exits_2(
+        self, tmp_path: Path, agentry: AgentryCommand, content: str | None
+    ) -> None:
         file = tmp_path / "catalog.json"
         if content is not None:
             file.write_text(content)
-        result = run_import(tmp_path, file)
+        result = run_import(agentry, tmp_path, file)
         assert result.returncode == 2
         assert str(file) in result.stderr
         assert not (tmp_path / "cli.db").exists()  # refused before touching the database

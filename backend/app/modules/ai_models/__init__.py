@@ -1,1 +1,0 @@
-"""The model catalog: which models exist, who serves them and what they cost."""
