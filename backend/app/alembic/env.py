@@ -19,6 +19,7 @@ from sqlmodel.sql.sqltypes import AutoString
 import app.models  # noqa: F401  (registers every table on the metadata)
 from app.core.config import load_settings
 from app.core.db import create_db_engine
+from app.core.migrations import include_name
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -58,6 +59,7 @@ def run_with(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         render_item=render_item,
+        include_name=include_name,
         compare_type=True,
     )
     with context.begin_transaction():

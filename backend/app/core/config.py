@@ -127,6 +127,25 @@ class Settings(BaseSettings):
     # State shared between processes (throttling counters); in-memory when unset.
     REDIS_URL: str | None = None
 
+    # Knowledge bases: uploads, stored files and their ingestion.
+    MAX_UPLOAD_BYTES: int = Field(default=25 * 1_048_576, ge=1024, le=1024 * 1_048_576)
+    STORAGE_QUOTA_BYTES: int = Field(default=1024 * 1_048_576, ge=0, le=2**50)
+    # Where uploaded files live: a directory under DATA_DIR when empty, else
+    # s3://bucket/prefix on S3-compatible storage shared by every process.
+    STORAGE_URL: str = Field(
+        default="", pattern=r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?)?$"
+    )
+    S3_ENDPOINT_URL: str | None = Field(default=None, pattern=r"^https?://")
+    S3_REGION: str = "us-east-1"
+    S3_ACCESS_KEY_ID: str | None = None
+    S3_SECRET_ACCESS_KEY: SecretStr | None = None
+    INGEST_WORKERS: int = Field(default=2, ge=1, le=64)
+    INGEST_TIME_LIMIT_SECONDS: int = Field(default=600, ge=10, le=86_400)
+    INGEST_MAX_ATTEMPTS: int = Field(default=3, ge=1, le=20)
+    # Bounds on what one document may expand to (zip bombs, huge PDFs).
+    MAX_DOCUMENT_PAGES: int = Field(default=2000, ge=1, le=100_000)
+    MAX_EXTRACTED_BYTES: int = Field(default=200 * 1_048_576, ge=1024, le=2**34)
+
     # Credential throttling.
     LOGIN_MAX_FAILURES_PER_ACCOUNT: int = Field(default=5, ge=1, le=1000)
     LOGIN_MAX_FAILURES_PER_IP: int = Field(default=20, ge=1, le=100_000)

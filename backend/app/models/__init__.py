@@ -15,6 +15,8 @@ from app.models.agent import Agent  # noqa: E402
 from app.models.ai_model import AIModel  # noqa: E402
 from app.models.audit import AuditEntry  # noqa: E402
 from app.models.auth import LoginSession, PasswordResetToken, RefreshToken  # noqa: E402
+from app.models.document import Chunk, Document  # noqa: E402
+from app.models.knowledge_base import KnowledgeBase  # noqa: E402
 from app.models.run import Run  # noqa: E402
 from app.models.thread import Message, Thread  # noqa: E402
 from app.models.usage import UsageEntry  # noqa: E402
@@ -24,6 +26,9 @@ __all__ = [
     "AIModel",
     "Agent",
     "AuditEntry",
+    "Chunk",
+    "Document",
+    "KnowledgeBase",
     "LoginSession",
     "Message",
     "PasswordResetToken",

@@ -49,7 +49,9 @@ def run(engine: Engine, action: str, revision: str) -> None:
 
 def differences(engine: Engine) -> list[object]:
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_name": migrations.include_name}
+        )
         return list(compare_metadata(context, SQLModel.metadata))
 
 
