@@ -25,7 +25,7 @@ from app.core.logger import configure_logging
 from app.main import create_app
 from app.services.ai_model_service import AIModelService
 from app.services.bootstrap_service import BootstrapService
-from app.tasks.celery_app import build_worker_app
+from app.tasks.celery_app import WORKER_QUEUES, build_worker_app
 from app.tasks.resources import session_factory_for
 
 logger = logging.getLogger("agentry.worker")
@@ -68,8 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     superuser.set_defaults(handler=_create_superuser)
 
-    worker = commands.add_parser("worker", help="run agent runs from CELERY_BROKER_URL")
+    worker = commands.add_parser(
+        "worker", help="run agent runs and ingest documents from CELERY_BROKER_URL"
+    )
     worker.add_argument("--concurrency", type=int, default=4, help="runs at once (default 4)")
+    worker.add_argument(
+        "--queues",
+        default=",".join(WORKER_QUEUES),
+        help=f"queues to consume, comma-separated (default {','.join(WORKER_QUEUES)})",
+    )
     worker.set_defaults(handler=_worker)
 
     openapi = commands.add_parser("openapi", help="write the OpenAPI schema")
@@ -149,12 +156,12 @@ def _worker(args: argparse.Namespace, config: Settings) -> int:
         return _worker_failed(f"cannot reach the database ({_first_line(error)})")
     celery = build_worker_app(config, session_factory=session_factory_for(engine))
     try:
-        return _run_celery_worker(celery, concurrency=args.concurrency)
+        return _run_celery_worker(celery, concurrency=args.concurrency, queues=args.queues)
     finally:
         engine.dispose()
 
 
-def _run_celery_worker(celery: Celery, *, concurrency: int) -> int:
+def _run_celery_worker(celery: Celery, *, concurrency: int, queues: str) -> int:
     stop_signals: list[str] = []
 
     def record_stop_signal(sig: str, **_kwargs: Any) -> None:
@@ -167,6 +174,7 @@ def _run_celery_worker(celery: Celery, *, concurrency: int) -> int:
         worker = celery.Worker(
             loglevel="INFO",
             concurrency=concurrency,
+            queues=queues,
             pool_cls="threads",
             # Workers share nothing through Celery (no revokes, no events); gossip and
             # mingle only slow down every reconnection, and gossip's restart fails noisily.

@@ -1,7 +1,8 @@
 """The application factory: the composition root of the web process. Settings, the
-database engine, the throttle and the run dispatcher are built here, once, and reach
-routes through `app.state` (see api/deps.py)."""
+database engine, the throttle, the file storage and the run dispatcher are built here,
+once, and reach routes through `app.state` (see api/deps.py)."""
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,15 +15,20 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from app.api.errors import register_error_handlers
 from app.api.main import api_router
 from app.api.openapi import openapi_builder
+from app.api.routes.knowledge_bases import UPLOAD_PATH
 from app.api.routes.utils import LIVENESS_PATH
 from app.core.config import ConfigurationError, Settings, load_settings
 from app.core.db import create_db_engine
 from app.core.logger import configure_logging
-from app.core.middleware import AdmissionMiddleware, RequestMiddleware
+from app.core.middleware import AdmissionMiddleware, BodyLimit, RequestMiddleware
 from app.core.throttle import build_throttle
+from app.modules.storage import build_storage
 from app.tasks.dispatch import build_dispatcher
 
 API_PREFIX = "/api/v1"
+# Room for the multipart framing and the title around an upload's file; the service
+# checks the file's own size against MAX_UPLOAD_BYTES.
+UPLOAD_OVERHEAD_BYTES = 64 * 1024
 
 
 def create_app(config: Settings | None = None) -> FastAPI:
@@ -36,7 +42,8 @@ def create_app(config: Settings | None = None) -> FastAPI:
     configure_logging(config)
     docs = config.docs_exposed
     engine = create_db_engine(config)
-    dispatcher = build_dispatcher(config, engine)
+    storage = build_storage(config)
+    dispatcher = build_dispatcher(config, engine, storage)
 
     @asynccontextmanager
     async def lifespan(application: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +66,7 @@ def create_app(config: Settings | None = None) -> FastAPI:
     app.state.settings = config
     app.state.engine = engine
     app.state.throttle = build_throttle(config)
+    app.state.storage = storage
     app.state.run_dispatcher = dispatcher
     app.include_router(api_router, prefix=API_PREFIX)
     unadmitted = frozenset({API_PREFIX + LIVENESS_PATH})
@@ -73,6 +81,7 @@ def create_app(config: Settings | None = None) -> FastAPI:
         max_body_bytes=config.MAX_REQUEST_BODY_BYTES,
         body_timeout=config.REQUEST_BODY_TIMEOUT_SECONDS,
         unadmitted_paths=unadmitted,
+        body_limits=(upload_limit(config),),
     )
     if config.FORWARDED_ALLOW_IPS:
         # Only these peers may say who the client is; everyone else is the client.
@@ -94,3 +103,18 @@ def create_app(config: Settings | None = None) -> FastAPI:
         },
     )
     return app
+
+
+def upload_limit(config: Settings) -> BodyLimit:
+    """Document uploads may be larger than other bodies (413 upload_too_large beyond),
+    and are given as long per byte to arrive."""
+    max_bytes = config.MAX_UPLOAD_BYTES + UPLOAD_OVERHEAD_BYTES
+    scale = max(1.0, max_bytes / config.MAX_REQUEST_BODY_BYTES)
+    return BodyLimit(
+        method="POST",
+        path=re.compile(re.escape(API_PREFIX) + UPLOAD_PATH),
+        max_bytes=max_bytes,
+        timeout=config.REQUEST_BODY_TIMEOUT_SECONDS * scale,
+        code="upload_too_large",
+        detail=f"A document may not exceed {config.MAX_UPLOAD_BYTES} bytes",
+    )

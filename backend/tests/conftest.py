@@ -26,6 +26,8 @@ from app.core.throttle import build_throttle, connect_redis
 from app.main import create_app
 from app.models.user import User
 from app.modules.llm.client import LLMClient
+from app.modules.storage import build_storage
+from app.services.ingestion_service import IngestPolicy
 from app.services.run_runtime import RunPolicy
 from app.tasks.dispatch import InlineDispatcher
 from tests.environment import drop_worker_database, engine, settings
@@ -86,8 +88,12 @@ def session_factory(connection: Connection) -> Callable[[], Session]:
 @pytest.fixture(scope="session")
 def shared_app() -> FastAPI:
     """One app on the test settings for the whole session: building one costs more than
-    most tests. `make_app` sets afresh, for each test, all a test may change on it."""
-    return create_app(settings)
+    most tests. `make_app` sets afresh, for each test, all a test may change on it, and
+    refuses it once routes were added to it (a test that adds routes takes an app of its
+    own: `make_app(settings)`)."""
+    application = create_app(settings)
+    application.state.route_count = len(application.routes)
+    return application
 
 
 @pytest.fixture
@@ -105,6 +111,10 @@ def make_app(request: pytest.FixtureRequest, session_factory: Callable[[], Sessi
     def make(config: Settings | None = None) -> FastAPI:
         if config is None:
             application: FastAPI = request.getfixturevalue("shared_app")
+            if len(application.routes) != application.state.route_count:
+                raise AssertionError(
+                    "a test added routes to the shared app: use make_app(settings)"
+                )
             config = settings
         else:
             application = create_app(config)
@@ -113,7 +123,9 @@ def make_app(request: pytest.FixtureRequest, session_factory: Callable[[], Sessi
         application.state.throttle = build_throttle(config)
         application.state.run_dispatcher = InlineDispatcher(
             llm=LLMClient(providers={}),
+            storage=build_storage(config),
             policy=RunPolicy.from_settings(config),
+            ingest_policy=IngestPolicy.from_settings(config),
             session_factory=session_factory,
         )
         return application

@@ -1,5 +1,6 @@
 """Rows for tests, made the way the app makes them. Keyword-only; objects, not ids."""
 
+import hashlib
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -13,10 +14,14 @@ from app.core.security import create_access_token, hash_password
 from app.models.agent import Agent
 from app.models.ai_model import AIModel
 from app.models.auth import LoginSession
+from app.models.document import Chunk, Document, DocumentStatus
+from app.models.knowledge_base import KnowledgeBase
 from app.models.run import Run, RunStatus
 from app.models.thread import Message, MessageRole, Thread
 from app.models.usage import UsageEntry
 from app.models.user import User
+from app.modules.storage import Storage, key_for
+from app.services.ingestion_service import IngestPolicy
 from app.services.run_runtime import RunPolicy
 from tests.environment import settings
 
@@ -214,12 +219,96 @@ def run_policy(**changes: Any) -> RunPolicy:
     return replace(RunPolicy.from_settings(settings), **changes)
 
 
+def ingest_policy(**changes: Any) -> IngestPolicy:
+    """The ingestion timings and limits of the test settings, with `changes`."""
+    return replace(IngestPolicy.from_settings(settings), **changes)
+
+
+def create_knowledge_base(
+    session: Session, *, owner: User, name: str | None = None, description: str = ""
+) -> KnowledgeBase:
+    knowledge_base = KnowledgeBase(
+        owner_id=owner.id,
+        name=name or f"kb-{uuid.uuid4().hex[:10]}",
+        description=description,
+    )
+    session.add(knowledge_base)
+    session.commit()
+    return knowledge_base
+
+
+def create_document(
+    session: Session,
+    *,
+    knowledge_base: KnowledgeBase,
+    data: bytes = b"A few words to find.",
+    filename: str = "notes.txt",
+    content_type: str = "text/plain",
+    title: str | None = None,
+    status: DocumentStatus = DocumentStatus.QUEUED,
+    storage: Storage | None = None,
+    lease_owner: str | None = None,
+    lease_expires_at: datetime | None = None,
+    attempts: int = 0,
+    created_at: datetime | None = None,
+) -> Document:
+    """A document as an upload leaves it; its file is stored only if `storage` is given."""
+    document = Document(
+        knowledge_base_id=knowledge_base.id,
+        owner_id=knowledge_base.owner_id,
+        title=title or filename,
+        filename=filename,
+        content_type=content_type,
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        storage_key=storage.put(data) if storage is not None else key_for(data),
+        status=status,
+        lease_owner=lease_owner,
+        lease_expires_at=lease_expires_at,
+        attempts=attempts,
+        created_at=created_at or utcnow(),
+    )
+    session.add(document)
+    session.commit()
+    return document
+
+
+def create_chunk(
+    session: Session,
+    *,
+    document: Document,
+    text: str,
+    ordinal: int = 0,
+    heading: str | None = None,
+    page: int | None = None,
+) -> Chunk:
+    """A passage of `document`, as ingestion writes it (the full-text index follows)."""
+    chunk = Chunk(
+        document_id=document.id,
+        knowledge_base_id=document.knowledge_base_id,
+        owner_id=document.owner_id,
+        ordinal=ordinal,
+        text=text,
+        page_start=page,
+        page_end=page,
+        heading=heading,
+        char_start=0,
+        char_end=len(text),
+    )
+    session.add(chunk)
+    session.commit()
+    return chunk
+
+
 class ParkedDispatcher:
-    """Delivers nothing: runs stay queued, as they would behind a slow worker."""
+    """Delivers nothing: runs and documents stay queued, as behind a slow worker."""
 
     policy = RunPolicy.from_settings(settings)
 
     def dispatch(self, run_id: uuid.UUID) -> None:
+        pass
+
+    def ingest(self, document_id: uuid.UUID) -> None:
         pass
 
     def recover(self) -> None:

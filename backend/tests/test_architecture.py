@@ -25,8 +25,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "modules": frozenset({"core"}),
     "services": frozenset({"core", "models", "crud", "modules"}),
     "tasks": frozenset({"core", "modules", "services"}),
-    # deps.py reads the app's RunDispatcher (built by main) to hand it to run services.
-    "api": frozenset({"core", "models", "services", "tasks", "crud.page"}),
+    # deps.py reads the app's RunDispatcher and Storage (built by main) to hand them to
+    # services.
+    "api": frozenset({"core", "models", "services", "tasks", "crud.page", "modules.storage"}),
     "alembic": frozenset({"core", "models"}),
     # The composition roots build everything; nothing imports them back.
     "main": frozenset(LAYERS),

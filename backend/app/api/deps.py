@@ -13,6 +13,7 @@ from app.core.errors import PermissionDeniedError
 from app.core.logger import request_id_var
 from app.core.throttle import Throttle
 from app.models.user import User
+from app.modules.storage import Storage
 from app.services.auth_service import Authenticated, AuthService
 from app.services.context import RequestContext
 from app.tasks.dispatch import RunDispatcher
@@ -96,3 +97,12 @@ def get_run_dispatcher(request: Request) -> RunDispatcher:
 
 
 RunDispatcherDep = Annotated[RunDispatcher, Depends(get_run_dispatcher)]
+
+
+def get_storage(request: Request) -> Storage:
+    """Where uploaded files live (built once by create_app)."""
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+StorageDep = Annotated[Storage, Depends(get_storage)]

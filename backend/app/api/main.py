@@ -1,6 +1,19 @@
 from fastapi import APIRouter
 
-from app.api.routes import admin, agents, login, models, runs, threads, usage, users, utils
+from app.api.routes import (
+    admin,
+    agents,
+    documents,
+    knowledge_bases,
+    login,
+    models,
+    runs,
+    search,
+    threads,
+    usage,
+    users,
+    utils,
+)
 
 api_router = APIRouter()
 api_router.include_router(login.router)
@@ -10,5 +23,8 @@ api_router.include_router(models.router)
 api_router.include_router(agents.router)
 api_router.include_router(threads.router)
 api_router.include_router(runs.router)
+api_router.include_router(knowledge_bases.router)
+api_router.include_router(documents.router)
+api_router.include_router(search.router)
 api_router.include_router(admin.router)
 api_router.include_router(utils.router)

@@ -78,6 +78,12 @@ class RequestTooLargeError(AppError):
     default_detail = "The request body is too large"
 
 
+class UnsupportedMediaTypeError(AppError):
+    status_code = 415
+    code = "unsupported_media_type"
+    default_detail = "This kind of content is not supported"
+
+
 class UnprocessableError(AppError):
     """Input that is well-formed but breaks a rule only the service can check. Like a
     schema's 422 it names the input at fault (`loc`, e.g. ("body", "model_id")), so that a

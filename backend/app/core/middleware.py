@@ -13,6 +13,8 @@ Requests beyond that wait here, on the event loop, holding neither a thread nor 
 connection, and get 503 with Retry-After once REQUEST_QUEUE_TIMEOUT passes. A request
 is admitted only once its whole body has arrived (`app.core.request_body`), so clients
 that send slowly wait on the event loop too, and cannot take the slots from others.
+Bodies are bounded by MAX_REQUEST_BODY_BYTES, except where a `BodyLimit` (document
+uploads) allows more.
 """
 
 import logging
@@ -20,13 +22,14 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import anyio
 from anyio.lowlevel import RunVar
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import AppError, ServiceUnavailableError, error_body
+from app.core.errors import AppError, RequestTooLargeError, ServiceUnavailableError, error_body
 from app.core.logger import request_id_var
 from app.core.request_body import (
     ClientDisconnectedError,
@@ -42,6 +45,23 @@ _CLIENT_CLOSED = 499
 
 access_logger = logging.getLogger("agentry.request")
 error_logger = logging.getLogger("agentry.error")
+
+
+@dataclass(frozen=True)
+class BodyLimit:
+    """A body limit of its own for one kind of request (a document upload): its size,
+    the deadline for receiving it, and the 413 that refuses a larger body."""
+
+    method: str
+    path: re.Pattern[str]
+    max_bytes: int
+    timeout: float
+    code: str
+    detail: str
+
+    def applies_to(self, scope: Scope) -> bool:
+        return scope["method"] == self.method and self.path.fullmatch(scope["path"]) is not None
+
 
 # Per event loop, like anyio's own default thread limiter that it is sized against.
 _admission: RunVar[anyio.CapacityLimiter] = RunVar("agentry_admission")
@@ -158,6 +178,7 @@ class AdmissionMiddleware:
         max_body_bytes: int,
         body_timeout: float,
         unadmitted_paths: frozenset[str] = frozenset(),
+        body_limits: tuple[BodyLimit, ...] = (),
     ) -> None:
         self.app = app
         self.admission_slots = admission_slots
@@ -165,6 +186,7 @@ class AdmissionMiddleware:
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.unadmitted_paths = unadmitted_paths
+        self.body_limits = body_limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -186,13 +208,19 @@ class AdmissionMiddleware:
             raise
 
     async def _receive_and_admit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        special = next((limit for limit in self.body_limits if limit.applies_to(scope)), None)
         try:
             body = await receive_body(
-                scope, receive, limit=self.max_body_bytes, timeout=self.body_timeout
+                scope,
+                receive,
+                limit=special.max_bytes if special else self.max_body_bytes,
+                timeout=special.timeout if special else self.body_timeout,
             )
         except ClientDisconnectedError:
             return
         except AppError as error:
+            if special is not None and isinstance(error, RequestTooLargeError):
+                error = RequestTooLargeError(special.detail, code=special.code)
             await _error_response(error, close=True)(scope, receive, send)
             return
         try:

@@ -1,4 +1,5 @@
-"""The background loops of a process that hosts runs: lease renewal and the sweep."""
+"""The background loops of a process that hosts runs and ingestion: lease renewal and
+the sweep, for both."""
 
 import logging
 import threading
@@ -6,6 +7,9 @@ import uuid
 from collections.abc import Callable
 
 from app.modules.llm.client import LLMClient
+from app.modules.storage import Storage
+from app.services import ingestion_recovery
+from app.services.ingestion_service import IngestionService, IngestPolicy
 from app.services.run_runtime import Dispatch, LeaseRegistry, RunPolicy, SessionFactory
 from app.services.run_service import RunService
 
@@ -41,21 +45,27 @@ class Periodic:
 
 
 class RunHost:
-    """What a process that executes or delivers runs keeps running beside its requests:
-    the heartbeat that renews its leases and the sweep that ends or re-delivers runs
-    nobody holds any more."""
+    """What a process that executes or delivers runs and documents keeps running beside
+    its requests: the heartbeat that renews its leases and the sweep that ends or
+    re-delivers runs and documents nobody holds any more. It executes runs if given an
+    LLM client, and ingests documents if given a storage."""
 
     def __init__(
         self,
         *,
         policy: RunPolicy,
+        ingest_policy: IngestPolicy,
         session_factory: SessionFactory,
         llm: LLMClient | None = None,
+        storage: Storage | None = None,
     ) -> None:
         self.policy = policy
+        self.ingest_policy = ingest_policy
         self.session_factory = session_factory
         self.llm = llm
+        self.storage = storage
         self.leases = LeaseRegistry()
+        self.ingest_leases = LeaseRegistry()
         self._loops: list[Periodic] = []
 
     def execute(self, run_id: uuid.UUID) -> None:
@@ -69,28 +79,57 @@ class RunHost:
             policy=self.policy,
         )
 
-    def start(self, dispatch: Dispatch) -> None:
+    def ingest(self, document_id: uuid.UUID) -> None:
+        if self.storage is None:
+            raise RuntimeError("this process delivers documents but does not ingest them")
+        IngestionService.process(
+            document_id,
+            session_factory=self.session_factory,
+            storage=self.storage,
+            leases=self.ingest_leases,
+            policy=self.ingest_policy,
+        )
+
+    def start(self, dispatch: Dispatch, ingest: Dispatch) -> None:
         """Recovers what dead processes of this host left, then starts the loops."""
         try:
             RunService.recover(
                 session_factory=self.session_factory, policy=self.policy, dispatch=dispatch
             )
+            ingestion_recovery.recover(
+                session_factory=self.session_factory, policy=self.ingest_policy, dispatch=ingest
+            )
         except Exception as error:  # the database may be down: the sweep will catch up
             logger.warning("start-up recovery failed (%s)", type(error).__name__)
 
         def sweep() -> None:
-            RunService.sweep(
-                session_factory=self.session_factory, policy=self.policy, dispatch=dispatch
-            )
+            try:
+                RunService.sweep(
+                    session_factory=self.session_factory, policy=self.policy, dispatch=dispatch
+                )
+            finally:  # a failing run sweep does not hold documents up, nor the reverse
+                ingestion_recovery.sweep(
+                    session_factory=self.session_factory,
+                    policy=self.ingest_policy,
+                    dispatch=ingest,
+                )
 
         def renew() -> None:
-            RunService.renew_leases(
-                session_factory=self.session_factory, leases=self.leases, policy=self.policy
-            )
+            try:
+                RunService.renew_leases(
+                    session_factory=self.session_factory, leases=self.leases, policy=self.policy
+                )
+            finally:
+                ingestion_recovery.renew(
+                    session_factory=self.session_factory,
+                    leases=self.ingest_leases,
+                    policy=self.ingest_policy,
+                )
 
         self._loops = [Periodic("agentry-run-sweep", self.policy.sweep_interval, sweep)]
-        if self.llm is not None:
-            self._loops.append(Periodic("agentry-lease-renewal", self.policy.renew_every, renew))
+        if self.llm is not None or self.storage is not None:
+            every = min(self.policy.renew_every, self.ingest_policy.lease.total_seconds() / 3)
+            self._loops.append(Periodic("agentry-lease-renewal", every, renew))
         for loop in self._loops:
             loop.start()
 

@@ -1,6 +1,7 @@
-"""Celery, for executing runs in worker processes (`agentry worker`), and the one way to
-put a run on its queue: with a hard time bound, so a broker that is down or frozen costs
-a post a few seconds at most, never a hung request thread."""
+"""Celery, for executing runs and ingesting documents in worker processes (`agentry
+worker`), and the one way to put either on its queue: with a hard time bound, so a broker
+that is down or frozen costs a post or an upload a few seconds at most, never a hung
+request thread. Runs go to Celery's default queue, documents to a queue of their own."""
 
 import logging
 import threading
@@ -13,6 +14,8 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
 from app.core.config import Settings
+from app.modules.storage import build_storage
+from app.services.ingestion_service import IngestPolicy
 from app.services.run_runtime import QueueUnavailableError, RunPolicy, SessionFactory
 from app.tasks.background import RunHost
 from app.tasks.resources import build_llm_client
@@ -20,6 +23,11 @@ from app.tasks.resources import build_llm_client
 logger = logging.getLogger("agentry.runs")
 
 EXECUTE_RUN = "agentry.execute_run"
+INGEST_DOCUMENT = "agentry.ingest_document"
+RUN_QUEUE = "celery"  # Celery's default queue
+INGEST_QUEUE = "agentry.ingest"
+# What `agentry worker` consumes unless told otherwise (--queues).
+WORKER_QUEUES = (RUN_QUEUE, INGEST_QUEUE)
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -40,6 +48,8 @@ def build_celery(config: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
         task_serializer="json",
+        task_default_queue=RUN_QUEUE,
+        task_routes={INGEST_DOCUMENT: {"queue": INGEST_QUEUE}},
         accept_content=["json"],
         # Reconnect for as long as the broker is away, at start-up and after a drop.
         broker_connection_retry_on_startup=True,
@@ -61,8 +71,9 @@ def build_celery(config: Settings) -> Celery:
 
 
 def build_worker_app(config: Settings, *, session_factory: SessionFactory) -> Celery:
-    """The Celery app of `agentry worker`: it executes runs, and hosts the sweep and the
-    lease renewal from the moment the worker is ready until it shuts down."""
+    """The Celery app of `agentry worker`: it executes runs and ingests documents, and
+    hosts the sweep and the lease renewal from the moment the worker is ready until it
+    shuts down."""
     celery = build_celery(config)
     runs = _WorkerRuns(config=config, celery=celery, session_factory=session_factory)
 
@@ -70,13 +81,18 @@ def build_worker_app(config: Settings, *, session_factory: SessionFactory) -> Ce
     def execute_run(run_id: str) -> None:
         runs.host.execute(uuid.UUID(run_id))
 
+    @celery.task(name=INGEST_DOCUMENT)
+    def ingest_document(document_id: str) -> None:
+        runs.host.ingest(uuid.UUID(document_id))
+
     worker_ready.connect(runs.start, weak=False)
     worker_shutdown.connect(runs.stop, weak=False)
     return celery
 
 
 class Publisher:
-    """Puts run ids on the queue within `timeout` seconds or raises QueueUnavailableError.
+    """Puts run ids (calling it) and document ids (`ingest`) on their queues within
+    `timeout` seconds, or raises QueueUnavailableError.
 
     Publishing happens on a few threads of its own: a request waits at most `timeout`,
     and when every one of them is stuck on a frozen broker, posts fail over at once."""
@@ -88,10 +104,16 @@ class Publisher:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="agentry-publish")
 
     def __call__(self, run_id: uuid.UUID) -> None:
+        self._send(EXECUTE_RUN, run_id, RUN_QUEUE)
+
+    def ingest(self, document_id: uuid.UUID) -> None:
+        self._send(INGEST_DOCUMENT, document_id, INGEST_QUEUE)
+
+    def _send(self, task: str, object_id: uuid.UUID, queue: str) -> None:
         if not self._free.acquire(blocking=False):
             raise QueueUnavailableError("every publisher is waiting on the broker")
         try:
-            future = self._pool.submit(self._publish, run_id)
+            future = self._pool.submit(self._publish, task, object_id, queue)
         except RuntimeError as error:  # shut down
             self._free.release()
             raise QueueUnavailableError("the publisher is shut down") from error
@@ -105,29 +127,32 @@ class Publisher:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _publish(self, run_id: uuid.UUID) -> None:
+    def _publish(self, task: str, object_id: uuid.UUID, queue: str) -> None:
         try:
-            self._celery.send_task(EXECUTE_RUN, args=[str(run_id)], retry=False)
+            self._celery.send_task(task, args=[str(object_id)], queue=queue, retry=False)
         finally:
             self._free.release()
 
 
 class _WorkerRuns:
-    """A worker process's runs host and publisher (for re-deliveries by its sweep)."""
+    """A worker process's host of runs and documents, and its publisher (for
+    re-deliveries by its sweep)."""
 
     def __init__(self, *, config: Settings, celery: Celery, session_factory: SessionFactory):
         self.celery = celery
         self.host = RunHost(
             policy=RunPolicy.from_settings(config),
+            ingest_policy=IngestPolicy.from_settings(config),
             session_factory=session_factory,
             llm=build_llm_client(config),
+            storage=build_storage(config),
         )
         self.publisher = Publisher(celery, timeout=config.CELERY_PUBLISH_TIMEOUT_SECONDS)
 
     def start(self, sender: Any = None, **_kwargs: Any) -> None:
         if getattr(sender, "app", None) is not self.celery:
             return  # another Celery app's worker (signals are process-wide)
-        self.host.start(dispatch=self.publisher)
+        self.host.start(dispatch=self.publisher, ingest=self.publisher.ingest)
         logger.info("worker ready: sweeping every %ss", self.host.policy.sweep_interval)
 
     def stop(self, sender: Any = None, **_kwargs: Any) -> None:

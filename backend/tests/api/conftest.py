@@ -16,9 +16,16 @@ from app.models.ai_model import AIModel
 from app.models.thread import Thread
 from app.models.user import User
 from app.modules.llm.client import LLMClient
+from app.modules.storage import build_storage
 from app.tasks.dispatch import InlineDispatcher
 from tests.environment import settings
-from tests.factories import create_agent, create_ai_model, create_thread, run_policy
+from tests.factories import (
+    create_agent,
+    create_ai_model,
+    create_thread,
+    ingest_policy,
+    run_policy,
+)
 from tests.modules.fake_llm import FakeLLM
 from tests.smtp_server import Mailbox
 
@@ -38,7 +45,11 @@ def llm(fake_llm: FakeLLM) -> Iterator[LLMClient]:
 @pytest.fixture
 def run_app(app: FastAPI, llm: LLMClient, session_factory: Callable[[], Session]) -> FastAPI:
     app.state.run_dispatcher = InlineDispatcher(
-        llm=llm, policy=run_policy(), session_factory=session_factory
+        llm=llm,
+        storage=build_storage(settings),
+        policy=run_policy(),
+        ingest_policy=ingest_policy(),
+        session_factory=session_factory,
     )
     return app
 

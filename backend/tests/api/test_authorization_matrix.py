@@ -2,8 +2,9 @@
 
 Each operation must have an entry here: a new route without one fails the suite, so its
 access rules are decided on purpose. The world: `owner` owns an agent, a thread with a
-message and a login session; `other` is another regular user; `superuser` manages users
-and the catalog but, like `other`, never reads someone else's conversations.
+message, a login session and a knowledge base with a ready document; `other` is another
+regular user; `superuser` manages users and the catalog but, like `other`, never reads
+someone else's conversations or documents.
 """
 
 import re
@@ -22,14 +23,19 @@ from app.main import create_app
 from app.models.agent import Agent
 from app.models.ai_model import AIModel
 from app.models.auth import LoginSession
+from app.models.document import Document, DocumentStatus
+from app.models.knowledge_base import KnowledgeBase
 from app.models.run import Run
 from app.models.thread import Thread
 from app.models.user import User
+from app.modules.storage import build_storage
 from tests.environment import settings
 from tests.factories import (
     PASSWORD,
     create_agent,
     create_ai_model,
+    create_document,
+    create_knowledge_base,
     create_login_session,
     create_message,
     create_run,
@@ -50,6 +56,8 @@ class World:
     model: AIModel
     owner_session: LoginSession
     run: Run
+    knowledge_base: KnowledgeBase
+    document: Document
 
 
 Body = Callable[[World], dict[str, Any]] | None
@@ -61,6 +69,7 @@ class Case:
     expected: tuple[int, int, int, int]  # anonymous, owner, other, superuser
     json: Body = None
     form: Body = None
+    files: Body = None
 
 
 def fresh_email(_: World) -> dict[str, Any]:
@@ -166,6 +175,40 @@ MATRIX: dict[str, Case] = {
     # runs: metadata for the owner and superusers
     "read_run": Case(lambda w: f"/runs/{w.run.id}", (401, 200, 404, 200)),
     "cancel_run": Case(lambda w: f"/runs/{w.run.id}/cancel", (401, 200, 404, 200)),
+    # knowledge bases and their documents: the owner's alone, superusers included
+    "list_knowledge_bases": Case(lambda w: "/knowledge-bases", (401, 200, 200, 200)),
+    "create_knowledge_base": Case(
+        lambda w: "/knowledge-bases", (401, 201, 201, 201), json=lambda w: {"name": "KB"}
+    ),
+    "read_knowledge_base": Case(
+        lambda w: f"/knowledge-bases/{w.knowledge_base.id}", (401, 200, 404, 404)
+    ),
+    "update_knowledge_base": Case(
+        lambda w: f"/knowledge-bases/{w.knowledge_base.id}",
+        (401, 200, 404, 404),
+        json=lambda w: {"description": "D"},
+    ),
+    "delete_knowledge_base": Case(
+        lambda w: f"/knowledge-bases/{w.knowledge_base.id}", (401, 204, 404, 404)
+    ),
+    "upload_document": Case(
+        lambda w: f"/knowledge-bases/{w.knowledge_base.id}/documents",
+        (401, 202, 404, 404),
+        files=lambda w: {"file": ("new.txt", f"New words {uuid.uuid4()}".encode())},
+    ),
+    "list_documents": Case(
+        lambda w: f"/knowledge-bases/{w.knowledge_base.id}/documents", (401, 200, 404, 404)
+    ),
+    "read_document": Case(lambda w: f"/documents/{w.document.id}", (401, 200, 404, 404)),
+    "download_document": Case(lambda w: f"/documents/{w.document.id}/file", (401, 200, 404, 404)),
+    "delete_document": Case(lambda w: f"/documents/{w.document.id}", (401, 204, 404, 404)),
+    "reprocess_document": Case(
+        lambda w: f"/documents/{w.document.id}/reprocess", (401, 202, 404, 404)
+    ),
+    "search_knowledge_base": Case(
+        lambda w: f"/knowledge-bases/{w.knowledge_base.id}/search?q=Words+to+find",
+        (401, 200, 404, 404),
+    ),
     # usage
     "read_my_usage": Case(lambda w: "/users/me/usage", (401, 200, 200, 200)),
     "read_my_quota": Case(lambda w: "/users/me/quota", (401, 200, 200, 200)),
@@ -204,8 +247,18 @@ def world(db: Session) -> World:
     thread = create_thread(db, owner=owner, agent=agent)
     message = create_message(db, thread=thread)
     run = create_run(db, thread=thread, agent=agent, message=message)
+    knowledge_base = create_knowledge_base(db, owner=owner)
+    document = create_document(
+        db,
+        knowledge_base=knowledge_base,
+        data=f"Words to find {uuid.uuid4()}".encode(),
+        status=DocumentStatus.READY,
+        storage=build_storage(settings),
+    )
     return World(
         run=run,
+        knowledge_base=knowledge_base,
+        document=document,
         owner=owner,
         other=create_user(db),
         superuser=create_user(db, is_superuser=True),
@@ -236,7 +289,8 @@ def test_access(
     method, template = OPERATIONS[operation_id]
     path = case.path(world)
     pattern = re.sub(r"\{[^}]+\}", "[^/]+", template)
-    assert re.fullmatch(pattern, "/api/v1" + path), f"{operation_id}: {path} is not {template}"
+    route = "/api/v1" + path.partition("?")[0]
+    assert re.fullmatch(pattern, route), f"{operation_id}: {path} is not {template}"
     headers = headers_for(db, world, actor)
     response = client.request(
         method,
@@ -244,6 +298,7 @@ def test_access(
         headers=headers,
         json=case.json(world) if case.json else None,
         data=case.form(world) if case.form else None,
+        files=case.files(world) if case.files else None,
     )
     expected = case.expected[ACTORS.index(actor)]
     assert response.status_code == expected, (

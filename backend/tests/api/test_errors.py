@@ -10,6 +10,8 @@ from sqlmodel import Session
 from app.api.deps import get_session
 from app.core.config import Settings
 from app.core.db import create_db_engine
+from tests.conftest import AppFactory
+from tests.environment import settings
 
 boom = APIRouter(prefix="/test-only", tags=["test"])
 
@@ -30,7 +32,9 @@ def echo(payload: Payload) -> Payload:
 
 
 @pytest.fixture
-def raw_client(app: FastAPI) -> Iterator[TestClient]:
+def raw_client(make_app: AppFactory) -> Iterator[TestClient]:
+    # An app of its own: routes added to the session's shared app would stay.
+    app = make_app(settings)
     app.include_router(boom, prefix="/api/v1")
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client

@@ -29,6 +29,7 @@ from app.models.ai_model import AIModel
 from app.models.thread import Message
 from app.models.user import EMAIL_UNIQUE, User
 from app.services.transactions import commit_or_conflict
+from tests.conftest import AppFactory
 from tests.environment import settings
 from tests.factories import (
     create_agent,
@@ -145,7 +146,9 @@ def send(
     params: dict[str, Any] | None = None,
 ) -> Any:
     url = fill_path(path)
-    if media_type == "application/x-www-form-urlencoded":
+    # A form's fields are read alike from either encoding (an upload's file field too,
+    # which then holds text).
+    if media_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         return client.request(method, url, headers=headers, data=body, params=params)
     return client.request(method, url, headers=headers, json=body, params=params)
 
@@ -600,11 +603,14 @@ class TestOutOfRange:
     def test_ids_unknown_or_malformed(
         self, client: TestClient, superuser_headers: dict[str, str], method: str, path: str
     ) -> None:
-        response = send(client, method, path, headers=superuser_headers)
+        # Required query parameters (a search's `q`) are given: only the id is at fault.
+        parameters = OPENAPI["paths"][path][method.lower()].get("parameters", [])
+        params = {p["name"]: "x" for p in parameters if p["in"] == "query" and p.get("required")}
+        response = send(client, method, path, headers=superuser_headers, params=params)
         assert response.status_code == 404, response.text
         for bad in ("1", "9" * 40, "%00"):
             url = "/".join(bad if part.startswith("{") else part for part in path.split("/"))
-            response = client.request(method, url, headers=superuser_headers)
+            response = client.request(method, url, headers=superuser_headers, params=params)
             assert response.status_code == 422, bad
             assert response.json()["errors"][0]["loc"][0] == "path"
 
@@ -742,7 +748,9 @@ class TestIntegrityErrors:
     """What a concurrent request could leave a commit to find, provoked directly."""
 
     @pytest.fixture
-    def app(self, app: FastAPI) -> FastAPI:
+    def app(self, make_app: AppFactory) -> FastAPI:
+        # An app of its own: routes added to the session's shared app would stay.
+        app = make_app(settings)
         app.include_router(router, prefix=API)
         return app
 

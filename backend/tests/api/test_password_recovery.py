@@ -22,6 +22,8 @@ from app.models.audit import AuditEntry
 from app.models.auth import LoginSession, PasswordResetToken
 from app.models.user import User
 from app.modules.llm.client import LLMClient
+from app.modules.storage import build_storage
+from app.services.ingestion_service import IngestPolicy
 from app.services.run_runtime import RunPolicy
 from app.tasks.dispatch import InlineDispatcher
 from tests.environment import engine, settings
@@ -190,7 +192,9 @@ def server_url() -> Iterator[str]:
     app.dependency_overrides[get_session] = patient_session
     app.state.run_dispatcher = InlineDispatcher(
         llm=LLMClient(providers={}),
+        storage=build_storage(settings),
         policy=RunPolicy.from_settings(settings),
+        ingest_policy=IngestPolicy.from_settings(settings),
         session_factory=lambda: Session(patient, expire_on_commit=False),
     )
     sock = socket.socket()

@@ -18,9 +18,11 @@ from app.models.thread import Message, MessageRole, Thread
 from app.models.usage import UsageEntry
 from app.models.user import User
 from app.modules.llm.client import LLMClient
+from app.modules.storage import build_storage
 from app.tasks.dispatch import InlineDispatcher
 from tests.api.conftest import post
-from tests.factories import ParkedDispatcher, run_policy
+from tests.environment import settings
+from tests.factories import ParkedDispatcher, ingest_policy, run_policy
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
 
 
@@ -166,9 +168,13 @@ class TestPricedAsPosted:
             )
         assert (edited.status_code, repriced.status_code) == (200, 200)
         fake_llm.script(FakeResponse(json=completion_body("Done.", 20, 500)))
-        InlineDispatcher(llm=llm, policy=run_policy(), session_factory=session_factory).dispatch(
-            uuid.UUID(run_id)
-        )
+        InlineDispatcher(
+            llm=llm,
+            storage=build_storage(settings),
+            policy=run_policy(),
+            ingest_policy=ingest_policy(),
+            session_factory=session_factory,
+        ).dispatch(uuid.UUID(run_id))
         [sent] = fake_llm.requests
         assert sent.json["messages"][0] == {"role": "system", "content": "Answer in one line."}
         assert sent.json["max_tokens"] == 500
@@ -198,7 +204,9 @@ class TestQueuedRunsEnd:
             blocked = post(client, thread, user_headers, "Still there?")
             sweeper = InlineDispatcher(
                 llm=llm,
+                storage=build_storage(settings),
                 policy=run_policy(queue_timeout=timedelta(0)),
+                ingest_policy=ingest_policy(),
                 session_factory=session_factory,
             )
             stored = db.get(Run, uuid.UUID(run_id))

@@ -23,6 +23,8 @@ from app.models.audit import AuditEntry
 from app.models.auth import PasswordResetToken
 from app.models.user import User
 from app.modules.llm.client import LLMClient
+from app.modules.storage import build_storage
+from app.services.ingestion_service import IngestPolicy
 from app.services.run_runtime import RunPolicy
 from app.tasks.dispatch import InlineDispatcher
 from tests.environment import engine, settings
@@ -87,7 +89,9 @@ def client(counters: Counters) -> Iterator[TestClient]:
     app.state.throttle = Throttle(counters.store)
     app.state.run_dispatcher = InlineDispatcher(
         llm=LLMClient(providers={}),
+        storage=build_storage(settings),
         policy=RunPolicy.from_settings(settings),
+        ingest_policy=IngestPolicy.from_settings(settings),
         session_factory=lambda: Session(engine, expire_on_commit=False),
     )
     with TestClient(app) as test_client:

@@ -16,6 +16,7 @@ from app.models.ai_model import AIModel
 from app.models.thread import Thread
 from app.models.usage import UsageEntry
 from app.models.user import User
+from app.services.ingestion_service import IngestPolicy
 from app.services.run_runtime import RunPolicy
 from app.tasks.celery_app import build_celery
 from app.tasks.dispatch import CeleryDispatcher, RunDispatcher
@@ -83,6 +84,7 @@ def celery_dispatcher(
     return CeleryDispatcher(
         celery=build_celery(config),
         policy=policy,
+        ingest_policy=IngestPolicy.from_settings(config),
         publish_timeout=publish_timeout,
         session_factory=default_session,
     )

@@ -20,9 +20,10 @@ from app.models.thread import Message, Thread
 from app.models.usage import UsageEntry
 from app.models.user import User
 from app.modules.llm.client import LLMClient
+from app.modules.storage import build_storage
 from app.tasks.dispatch import ThreadPoolDispatcher
-from tests.environment import default_session, engine
-from tests.factories import run_policy
+from tests.environment import default_session, engine, settings
+from tests.factories import ingest_policy, run_policy
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
 from tests.tasks.conftest import Committed, real_app
 
@@ -42,7 +43,13 @@ def client(committed: Committed, fake_llm: FakeLLM) -> Iterator[TestClient]:
     llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
     app = real_app(
         ThreadPoolDispatcher(
-            workers=2, llm=llm, policy=run_policy(), session_factory=default_session
+            workers=2,
+            ingest_workers=1,
+            llm=llm,
+            storage=build_storage(settings),
+            policy=run_policy(),
+            ingest_policy=ingest_policy(),
+            session_factory=default_session,
         )
     )
     with TestClient(app) as test_client:
@@ -138,7 +145,13 @@ def test_concurrent_posts_cancels_and_edits_never_spend_past_the_budget(
     llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
     app = real_app(
         ThreadPoolDispatcher(
-            workers=4, llm=llm, policy=run_policy(), session_factory=default_session
+            workers=4,
+            ingest_workers=1,
+            llm=llm,
+            storage=build_storage(settings),
+            policy=run_policy(),
+            ingest_policy=ingest_policy(),
+            session_factory=default_session,
         )
     )
     barrier = threading.Barrier(len(committed.threads))

@@ -18,12 +18,19 @@ from app.models.run import Run, RunStatus
 from app.models.thread import Message, Thread
 from app.models.usage import UsageEntry
 from app.modules.llm.client import LLMClient
+from app.modules.storage import build_storage
 from app.services.run_recovery import SweepReport
 from app.services.run_runtime import QueueUnavailableError
 from app.services.run_service import RunService
 from app.tasks.dispatch import ThreadPoolDispatcher
-from tests.environment import default_session, engine
-from tests.factories import ParkedDispatcher, create_message, create_run, run_policy
+from tests.environment import default_session, engine, settings
+from tests.factories import (
+    ParkedDispatcher,
+    create_message,
+    create_run,
+    ingest_policy,
+    run_policy,
+)
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
 from tests.tasks.conftest import Committed, celery_dispatcher, real_app
 
@@ -43,7 +50,13 @@ def test_thread_pool_runs_a_conversation_turn(committed: Committed, fake_llm: Fa
     llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
     app = real_app(
         ThreadPoolDispatcher(
-            workers=2, llm=llm, policy=run_policy(), session_factory=default_session
+            workers=2,
+            ingest_workers=1,
+            llm=llm,
+            storage=build_storage(settings),
+            policy=run_policy(),
+            ingest_policy=ingest_policy(),
+            session_factory=default_session,
         )
     )
     thread = committed.threads[0]
@@ -235,7 +248,13 @@ def test_a_run_cancelled_while_the_provider_works_is_billed_but_not_answered(
     llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
     app = real_app(
         ThreadPoolDispatcher(
-            workers=1, llm=llm, policy=run_policy(), session_factory=default_session
+            workers=1,
+            ingest_workers=1,
+            llm=llm,
+            storage=build_storage(settings),
+            policy=run_policy(),
+            ingest_policy=ingest_policy(),
+            session_factory=default_session,
         )
     )
     thread = committed.threads[0]
@@ -250,7 +269,7 @@ def test_a_run_cancelled_while_the_provider_works_is_billed_but_not_answered(
             time.sleep(0.02)  # wait until the provider has the request
         cancelled = client.post(f"/api/v1/runs/{run_id}/cancel", headers=committed.headers)
         assert cancelled.status_code == 200
-        app.state.run_dispatcher.pool.shutdown(wait=True)  # let the call come back
+        app.state.run_dispatcher.runs.shutdown()  # let the call come back
         run = client.get(f"/api/v1/runs/{run_id}", headers=committed.headers).json()
     assert run["status"] == "cancelled"
     assert Decimal(run["cost_usd"]) == Decimal("0.000006000000")  # 6 output tokens at $1/M
