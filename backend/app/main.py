@@ -5,11 +5,14 @@ once, and reach routes through `app.state` (see api/deps.py)."""
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import iter_route_contexts
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import Scope
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.api.errors import register_error_handlers
@@ -19,8 +22,10 @@ from app.api.routes.knowledge_bases import UPLOAD_PATH
 from app.api.routes.utils import LIVENESS_PATH
 from app.core.config import ConfigurationError, Settings, load_settings
 from app.core.db import create_db_engine
+from app.core.errors import AppError, AuthenticationError
 from app.core.logger import configure_logging
 from app.core.middleware import AdmissionMiddleware, BodyLimit, RequestMiddleware
+from app.core.security import decode_access_token
 from app.core.throttle import build_throttle
 from app.modules.storage import build_storage
 from app.tasks.dispatch import build_dispatcher
@@ -117,4 +122,15 @@ def upload_limit(config: Settings) -> BodyLimit:
         timeout=config.REQUEST_BODY_TIMEOUT_SECONDS * scale,
         code="upload_too_large",
         detail=f"A document may not exceed {config.MAX_UPLOAD_BYTES} bytes",
+        precheck=partial(_refuse_without_token, config=config),
     )
+
+
+def _refuse_without_token(scope: Scope, *, config: Settings) -> AppError | None:
+    """401 before an upload's body is read unless it carries a validly signed, unexpired
+    access token; the route still checks the session and the account as usual."""
+    headers = Headers(scope=scope)
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and decode_access_token(token.strip(), config=config):
+        return None
+    return AuthenticationError("Could not validate credentials", code="invalid_token")

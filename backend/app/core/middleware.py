@@ -21,7 +21,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
@@ -58,6 +58,9 @@ class BodyLimit:
     timeout: float
     code: str
     detail: str
+    # Checked before a byte of the body is read: an error it returns is the answer, so
+    # that nobody without credentials can make the server hold a large body.
+    precheck: Callable[[Scope], AppError | None] | None = None
 
     def applies_to(self, scope: Scope) -> bool:
         return scope["method"] == self.method and self.path.fullmatch(scope["path"]) is not None
@@ -209,6 +212,10 @@ class AdmissionMiddleware:
 
     async def _receive_and_admit(self, scope: Scope, receive: Receive, send: Send) -> None:
         special = next((limit for limit in self.body_limits if limit.applies_to(scope)), None)
+        refused = special.precheck(scope) if special and special.precheck else None
+        if refused is not None:
+            await _error_response(refused, close=True)(scope, receive, send)
+            return
         try:
             body = await receive_body(
                 scope,

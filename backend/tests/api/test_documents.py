@@ -380,6 +380,31 @@ class TestUploadLimits:
             assert response.headers["connection"] == "close"
         assert documents_in(db, kb) == []
 
+    @pytest.mark.parametrize(
+        "authorization", [None, "Bearer not-a-token", "Basic dXNlcjpwYXNz", "Bearer "]
+    )
+    def test_without_a_valid_token_it_is_401_before_the_body_is_read(
+        self, small_client: TestClient, db: Session, kb: KnowledgeBase, authorization: str | None
+    ) -> None:
+        sent: list[int] = []
+
+        def body() -> Iterator[bytes]:
+            for _ in range(64):  # far beyond any limit, if it were read
+                sent.append(1)
+                yield b"x" * 65536
+
+        headers = {"Content-Type": "multipart/form-data; boundary=b"}
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        response = small_client.post(
+            f"{API}/knowledge-bases/{kb.id}/documents", headers=headers, content=body()
+        )
+        assert response.status_code == 401
+        assert response.json()["code"] == "invalid_token"
+        assert response.headers["connection"] == "close"
+        assert len(sent) < 64  # refused before the whole body was taken
+        assert documents_in(db, kb) == []
+
     def test_a_body_sent_in_chunks_is_refused_too(
         self,
         small_client: TestClient,
