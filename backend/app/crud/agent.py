@@ -1,14 +1,15 @@
 import uuid
+from collections.abc import Sequence
 from typing import TypeVar
 
-from sqlalchemy import or_
+from sqlalchemy import delete, insert, or_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from app.core.errors import UnprocessableError
 from app.crud import text as text_crud
 from app.crud.page import Page, read_page
-from app.models.agent import Agent, AgentListQuery
+from app.models.agent import Agent, AgentKnowledgeBase, AgentListQuery
 from app.models.user import User
 
 T = TypeVar("T")
@@ -59,3 +60,33 @@ def list_agents(*, session: Session, user: User, query: AgentListQuery) -> Page[
     )
     order = key.desc() if query.sort.startswith("-") else key.asc()
     return read_page(session, statement, order, col(Agent.id), query=query)
+
+
+# ==================== knowledge bases ====================
+
+
+def knowledge_base_ids(
+    *, session: Session, agent_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """The knowledge bases of each agent, ordered by id, in one query for a whole page
+    (an agent absent from the answer has none)."""
+    if not agent_ids:
+        return {}
+    statement = (
+        select(AgentKnowledgeBase)
+        .where(col(AgentKnowledgeBase.agent_id).in_(agent_ids))
+        .order_by(col(AgentKnowledgeBase.agent_id), col(AgentKnowledgeBase.knowledge_base_id))
+    )
+    found: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for link in session.exec(statement).all():
+        found.setdefault(link.agent_id, []).append(link.knowledge_base_id)
+    return found
+
+
+def set_knowledge_bases(*, session: Session, agent: Agent, kb_ids: Sequence[uuid.UUID]) -> None:
+    """The agent's knowledge bases become `kb_ids` (the service checked they are the
+    agent owner's); the agent's row must have been flushed."""
+    session.execute(delete(AgentKnowledgeBase).where(col(AgentKnowledgeBase.agent_id) == agent.id))
+    if kb_ids:
+        rows = [{"agent_id": agent.id, "knowledge_base_id": kb_id} for kb_id in kb_ids]
+        session.execute(insert(AgentKnowledgeBase), rows)

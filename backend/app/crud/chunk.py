@@ -2,12 +2,13 @@
 
 Search runs on each engine's own full-text index (see the knowledge-base migration): on
 SQLite the FTS5 table chunk_fts, ranked by bm25; on PostgreSQL the GIN index over
-to_tsvector('simple', text), ranked by ts_rank_cd. Either way the knowledge base, the
+to_tsvector('simple', text), ranked by ts_rank_cd. Either way the knowledge bases, the
 owner and the document's status are conditions of the one statement that ranks, never a
 filter applied to its results, so a limit always counts passages the caller may read.
 """
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -24,7 +25,6 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
 from app.models.document import Chunk, Document, DocumentStatus, SearchHit
-from app.models.knowledge_base import KnowledgeBase
 from app.models.user import User
 
 # Written exactly as the index ix_chunk_search is, so that PostgreSQL uses it.
@@ -56,52 +56,76 @@ def search(
     *,
     session: Session,
     user: User,
-    knowledge_base: KnowledgeBase,
+    knowledge_base_ids: Sequence[uuid.UUID],
     words: list[str],
     limit: int,
+    per_document: int | None = None,
 ) -> list[SearchHit]:
-    """The passages of `knowledge_base`'s ready documents that hold any of `words`, best
-    first; only the caller's own (superusers included)."""
+    """The passages of these knowledge bases' ready documents that hold any of `words`,
+    best first, at most `per_document` of any one document; only the caller's own
+    (superusers included)."""
     statement = search_statement(
         dialect=session.get_bind().dialect.name,
         user=user,
-        knowledge_base=knowledge_base,
+        knowledge_base_ids=knowledge_base_ids,
         words=words,
         limit=limit,
+        per_document=per_document,
     )
     return [SearchHit.model_validate(row._mapping) for row in session.execute(statement)]
 
 
 def search_statement(
-    *, dialect: str, user: User, knowledge_base: KnowledgeBase, words: list[str], limit: int
+    *,
+    dialect: str,
+    user: User,
+    knowledge_base_ids: Sequence[uuid.UUID],
+    words: list[str],
+    limit: int,
+    per_document: int | None = None,
 ) -> Select[Any]:
     """The one ranked, scoped and limited statement of `search`, for `dialect`."""
     if dialect == "sqlite":
-        rank: Any = func.bm25(_FTS_MATCH)
+        rank: Any = func.bm25(_FTS_MATCH)  # lower is better
+        best_first: tuple[Any, ...] = (rank, col(Chunk.id))
         statement = (
             sa_select(*_HIT_COLUMNS, (-rank).label("score"))
             .select_from(_FTS)
             .join(Chunk, col(Chunk.id) == _FTS.c.rowid)
             .where(_FTS_MATCH.op("MATCH")(fts5_query(words)))
-            .order_by(rank, col(Chunk.id))
         )
     else:
         vector = func.to_tsvector(_PG_CONFIG, col(Chunk.text))
         query = func.to_tsquery(_PG_CONFIG, tsquery(words))
-        rank = func.ts_rank_cd(vector, query)
+        score = func.ts_rank_cd(vector, query)
+        best_first = (score.desc(), col(Chunk.id))
         statement = (
-            sa_select(*_HIT_COLUMNS, rank.label("score"))
+            sa_select(*_HIT_COLUMNS, score.label("score"))
             .select_from(Chunk)
             .where(vector.op("@@")(query))
-            .order_by(rank.desc(), col(Chunk.id))
         )
+    statement = statement.join(Document, col(Document.id) == col(Chunk.document_id)).where(
+        col(Chunk.knowledge_base_id).in_(knowledge_base_ids),
+        col(Chunk.owner_id) == user.id,
+        col(Document.status) == DocumentStatus.READY,
+    )
+    if per_document is None:
+        return statement.order_by(*best_first).limit(limit)
+    # Each document's passages numbered best first, then the best `per_document` of each.
+    ranked = statement.subquery("ranked")
+    numbered = sa_select(
+        ranked,
+        func.row_number()
+        .over(
+            partition_by=ranked.c.document_id,
+            order_by=(ranked.c.score.desc(), ranked.c.chunk_id),
+        )
+        .label("place"),
+    ).subquery("numbered")
     return (
-        statement.join(Document, col(Document.id) == col(Chunk.document_id))
-        .where(
-            col(Chunk.knowledge_base_id) == knowledge_base.id,
-            col(Chunk.owner_id) == user.id,
-            col(Document.status) == DocumentStatus.READY,
-        )
+        sa_select(*(numbered.c[name] for name in _HIT_NAMES))
+        .where(numbered.c.place <= per_document)
+        .order_by(numbered.c.score.desc(), numbered.c.chunk_id)
         .limit(limit)
     )
 
@@ -114,4 +138,14 @@ _HIT_COLUMNS: tuple[Any, ...] = (
     col(Chunk.page_end),
     col(Chunk.heading),
     col(Chunk.text),
+)
+_HIT_NAMES = (
+    "chunk_id",
+    "document_id",
+    "document_title",
+    "page_start",
+    "page_end",
+    "heading",
+    "text",
+    "score",
 )

@@ -57,6 +57,14 @@ def get_knowledge_base(*, session: Session, user: User, kb_id: uuid.UUID) -> Kno
     ).first()
 
 
+def owned_ids(*, session: Session, user: User, kb_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of `kb_ids` name knowledge bases of `user`'s own."""
+    if not kb_ids:
+        return set()
+    statement = _owned_by(select(KnowledgeBase.id).where(col(KnowledgeBase.id).in_(kb_ids)), user)
+    return set(session.exec(statement).all())
+
+
 def name_taken(
     *, session: Session, user: User, name: str, other_than: uuid.UUID | None = None
 ) -> bool:

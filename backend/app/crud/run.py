@@ -132,8 +132,14 @@ def renew_leases(*, session: Session, leases: dict[uuid.UUID, str], expires_at: 
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def note_context(*, session: Session, run_id: uuid.UUID, omitted: int) -> None:
-    session.execute(update(Run).where(col(Run.id) == run_id).values(messages_omitted=omitted))
+def note_context(
+    *, session: Session, run_id: uuid.UUID, omitted: int, passages_retrieved: int | None
+) -> None:
+    session.execute(
+        update(Run)
+        .where(col(Run.id) == run_id)
+        .values(messages_omitted=omitted, passages_retrieved=passages_retrieved)
+    )
 
 
 def finish(*, session: Session, run_id: uuid.UUID, owner: str, values: dict[str, Any]) -> bool:

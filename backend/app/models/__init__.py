@@ -11,10 +11,11 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 
-from app.models.agent import Agent  # noqa: E402
+from app.models.agent import Agent, AgentKnowledgeBase  # noqa: E402
 from app.models.ai_model import AIModel  # noqa: E402
 from app.models.audit import AuditEntry  # noqa: E402
 from app.models.auth import LoginSession, PasswordResetToken, RefreshToken  # noqa: E402
+from app.models.citation import Citation  # noqa: E402
 from app.models.document import Chunk, Document  # noqa: E402
 from app.models.knowledge_base import KnowledgeBase  # noqa: E402
 from app.models.run import Run  # noqa: E402
@@ -25,8 +26,10 @@ from app.models.user import User  # noqa: E402
 __all__ = [
     "AIModel",
     "Agent",
+    "AgentKnowledgeBase",
     "AuditEntry",
     "Chunk",
+    "Citation",
     "Document",
     "KnowledgeBase",
     "LoginSession",

@@ -29,8 +29,28 @@ class Agent(AgentBase, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+# How many knowledge bases one agent may draw on.
+MAX_AGENT_KNOWLEDGE_BASES = 20
+
+
+class AgentKnowledgeBase(SQLModel, table=True):
+    """Which knowledge bases an agent's runs search; a deleted agent or knowledge base
+    takes its rows with it."""
+
+    __tablename__ = "agent_knowledge_base"
+
+    agent_id: uuid.UUID = Field(foreign_key="agent.id", primary_key=True, ondelete="CASCADE")
+    knowledge_base_id: uuid.UUID = Field(
+        foreign_key="knowledge_base.id", primary_key=True, index=True, ondelete="CASCADE"
+    )
+
+
 class AgentCreate(AgentBase, Input):
-    pass
+    knowledge_base_ids: list[uuid.UUID] = Field(
+        default=[],
+        max_length=MAX_AGENT_KNOWLEDGE_BASES,
+        description="My knowledge bases its answers draw on and cite; repeats count once.",
+    )
 
 
 class AgentUpdate(Patch):
@@ -43,11 +63,19 @@ class AgentUpdate(Patch):
         default=None, ge=1, le=10_000_000, description="null: the model's limit."
     )
     is_active: Omittable[bool] = None
+    knowledge_base_ids: Omittable[list[uuid.UUID]] = Field(
+        default=None,
+        max_length=MAX_AGENT_KNOWLEDGE_BASES,
+        description="Replaces the list; [] for none.",
+    )
 
 
 class AgentPublic(AgentBase):
     id: uuid.UUID
     owner_id: uuid.UUID
+    knowledge_base_ids: list[uuid.UUID] = Field(
+        description="The knowledge bases its answers draw on, ordered by id."
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -52,12 +52,18 @@ class Run(SQLModel, table=True):
     error_code: str | None = Field(default=None, max_length=64)
     error_message: str | None = Field(default=None, max_length=500)
     messages_omitted: int | None = None
+    # Knowledge: the sources given to the model, and how many of them the answer cites.
+    passages_retrieved: int | None = None
+    passages_used: int | None = None
     # What the run was priced at when posted, and so what it sends and is billed at:
     # later edits of the agent or the catalog do not change a run already queued.
     max_output_tokens: int
     temperature: float
     instructions: str = Field(default="", sa_type=Text)
     context_window: int
+    # The most its numbered sources may take of the request (estimated tokens), priced in:
+    # 0 when the agent had no knowledge bases, and then no sources are sent.
+    source_tokens: int = 0
     input_price_per_million: Decimal = Field(sa_type=ExactDecimal(PRICE_DIGITS, PRICE_PLACES))
     output_price_per_million: Decimal = Field(sa_type=ExactDecimal(PRICE_DIGITS, PRICE_PLACES))
     # The worst case held against the owner's budget until the run settles.
@@ -88,6 +94,13 @@ class RunPublic(SQLModel):
     error_message: str | None
     messages_omitted: int | None = Field(
         description="Older messages left out of the request to fit the model's context."
+    )
+    passages_retrieved: int | None = Field(
+        description="Passages of the agent's knowledge bases given to the model as numbered "
+        "sources (as many as fit its context); null when the agent has none."
+    )
+    passages_used: int | None = Field(
+        description="Sources the answer cites; null until answered, or without knowledge bases."
     )
     cost_usd: Decimal | None
 

@@ -20,6 +20,7 @@ from app.core.types import (
     Patch,
     Text,
 )
+from app.models.citation import CitationPublic
 
 
 class Thread(SQLModel, table=True):
@@ -118,6 +119,9 @@ class MessagePublic(SQLModel):
     input_tokens: int | None = None
     output_tokens: int | None = None
     cost_usd: Decimal | None = None
+    citations: list[CitationPublic] = Field(
+        description="The sources an answer cites, in order of first use."
+    )
 
 
 # Messages are paged oldest first (asc) or newest first (desc).

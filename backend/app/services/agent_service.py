@@ -1,4 +1,5 @@
 import uuid
+from collections.abc import Sequence
 
 from sqlmodel import Session
 
@@ -6,16 +7,25 @@ from app.core.db import utcnow
 from app.core.errors import NotFoundError, UnprocessableError
 from app.crud import agent as agent_crud
 from app.crud import ai_model as ai_model_crud
+from app.crud import knowledge_base as kb_crud
 from app.crud import run as run_crud
+from app.crud import user as user_crud
 from app.crud.page import Page
-from app.models.agent import Agent, AgentCreate, AgentListQuery, AgentUpdate
+from app.models.agent import Agent, AgentCreate, AgentListQuery, AgentPublic, AgentUpdate
 from app.models.user import User
 
 
 class AgentService:
     @staticmethod
-    def list_agents(*, session: Session, user: User, query: AgentListQuery) -> Page[Agent]:
-        return agent_crud.list_agents(session=session, user=user, query=query)
+    def list_agents(*, session: Session, user: User, query: AgentListQuery) -> Page[AgentPublic]:
+        page = agent_crud.list_agents(session=session, user=user, query=query)
+        kb_ids = agent_crud.knowledge_base_ids(
+            session=session, agent_ids=[agent.id for agent in page.data]
+        )
+        return Page(
+            data=[_public(agent, kb_ids.get(agent.id, [])) for agent in page.data],
+            count=page.count,
+        )
 
     @staticmethod
     def get(*, session: Session, user: User, agent_id: uuid.UUID) -> Agent:
@@ -25,34 +35,54 @@ class AgentService:
         return agent
 
     @staticmethod
-    def create(*, session: Session, user: User, agent_in: AgentCreate) -> Agent:
+    def read(*, session: Session, user: User, agent_id: uuid.UUID) -> AgentPublic:
+        agent = AgentService.get(session=session, user=user, agent_id=agent_id)
+        return _with_knowledge_bases(session, agent)
+
+    @staticmethod
+    def create(*, session: Session, user: User, agent_in: AgentCreate) -> AgentPublic:
         _check_model(
             session=session,
             model_id=agent_in.model_id,
             max_output_tokens=agent_in.max_output_tokens,
         )
-        agent = Agent.model_validate(agent_in, update={"owner_id": user.id})
+        kb_ids = _check_knowledge_bases(
+            session=session, owner=user, kb_ids=agent_in.knowledge_base_ids
+        )
+        agent = Agent.model_validate(
+            agent_in.model_dump(exclude={"knowledge_base_ids"}), update={"owner_id": user.id}
+        )
         session.add(agent)
+        session.flush()  # the links refer to the agent's row
+        agent_crud.set_knowledge_bases(session=session, agent=agent, kb_ids=kb_ids)
         session.commit()
-        return agent
+        return _public(agent, sorted(kb_ids))
 
     @staticmethod
     def update(
         *, session: Session, user: User, agent_id: uuid.UUID, agent_in: AgentUpdate
-    ) -> Agent:
+    ) -> AgentPublic:
         agent = AgentService.get(session=session, user=user, agent_id=agent_id)
         changes = agent_in.model_dump(exclude_unset=True)
+        new_kb_ids = changes.pop("knowledge_base_ids", None)
         # Checked before the row changes: a flush of an unknown model_id would fail.
         _check_model(
             session=session,
             model_id=changes.get("model_id", agent.model_id),
             max_output_tokens=changes.get("max_output_tokens", agent.max_output_tokens),
         )
+        if new_kb_ids is not None:
+            # A superuser editing someone else's agent attaches that owner's, never their own.
+            owner = user_crud.get_user(session=session, user_id=agent.owner_id)
+            if owner is None:  # deleted meanwhile, and the agent with them
+                raise NotFoundError("Agent not found")
+            kb_ids = _check_knowledge_bases(session=session, owner=owner, kb_ids=new_kb_ids)
+            agent_crud.set_knowledge_bases(session=session, agent=agent, kb_ids=kb_ids)
         agent.sqlmodel_update(changes)
         agent.updated_at = utcnow()
         session.add(agent)
         session.commit()
-        return agent
+        return _with_knowledge_bases(session, agent)
 
     @staticmethod
     def delete(*, session: Session, user: User, agent_id: uuid.UUID) -> None:
@@ -83,3 +113,28 @@ def _check_model(
             loc=("body", "max_output_tokens"),
             code="max_output_tokens_too_large",
         )
+
+
+def _check_knowledge_bases(
+    *, session: Session, owner: User, kb_ids: Sequence[uuid.UUID]
+) -> list[uuid.UUID]:
+    """`kb_ids` without repeats, if every one names a knowledge base of the agent's owner;
+    someone else's is refused exactly like one that does not exist."""
+    distinct = list(dict.fromkeys(kb_ids))
+    owned = kb_crud.owned_ids(session=session, user=owner, kb_ids=distinct)
+    if len(owned) != len(distinct):
+        raise UnprocessableError(
+            "knowledge_base_ids names a knowledge base the agent's owner does not have",
+            loc=("body", "knowledge_base_ids"),
+            code="knowledge_base_not_found",
+        )
+    return distinct
+
+
+def _with_knowledge_bases(session: Session, agent: Agent) -> AgentPublic:
+    kb_ids = agent_crud.knowledge_base_ids(session=session, agent_ids=[agent.id])
+    return _public(agent, kb_ids.get(agent.id, []))
+
+
+def _public(agent: Agent, kb_ids: list[uuid.UUID]) -> AgentPublic:
+    return AgentPublic.model_validate(agent, update={"knowledge_base_ids": kb_ids})

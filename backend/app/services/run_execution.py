@@ -3,8 +3,9 @@
 The run row is the single source of truth. A delivery claims the run (queued -> running
 under a lease) in one conditional UPDATE, so a run delivered twice executes once. The
 provider is called with no transaction open while the heartbeat renews the lease. The
-answer, the ledger row and the final status are then written together; if that cannot
-be done, the call is still written to the ledger and the run fails with a stable code.
+answer, its citations, the ledger row and the final status are then written together; if
+that cannot be done, the call is still written to the ledger and the run fails with a
+stable code. A run priced with sources (services.retrieval) retrieves them as it prepares.
 """
 
 import logging
@@ -29,11 +30,13 @@ from app.crud import run as run_crud
 from app.crud import thread as thread_crud
 from app.crud import usage as usage_crud
 from app.models.ai_model import AIModel
+from app.models.document import SearchHit
 from app.models.run import Run, RunStatus
 from app.models.thread import Message, MessageRole, Thread
 from app.models.usage import UsageEntry
 from app.modules.llm.client import ChatMessage, Completion, LLMClient, LLMError
 from app.modules.llm.context import ContextTooLong, fit_context
+from app.services import retrieval
 from app.services.run_runtime import LeaseRegistry, RunPolicy, SessionFactory
 
 logger = logging.getLogger("agentry.runs")
@@ -55,6 +58,8 @@ class _Prepared:
     run: Run
     model: AIModel
     messages: list[ChatMessage]
+    # The passages sent as sources [1], [2], ...; None when the run draws on no knowledge.
+    sources: list[SearchHit] | None
 
 
 @dataclass(frozen=True)
@@ -150,20 +155,35 @@ def _prepare(run_id: uuid.UUID, session_factory: SessionFactory) -> _Prepared | 
         model = ai_model_crud.get_model_by_id(session=session, model_id=run.model_id)
         if model is None or not model.is_enabled:
             raise RunFailedError("model_unavailable", "The run's model is no longer available")
+        history = conversation(session=session, thread=thread)
+        hits = None
+        if run.source_tokens > 0:  # priced with sources: the agent had knowledge bases
+            hits = retrieval.retrieve(
+                session=session, owner_id=run.owner_id, agent_id=run.agent_id, history=history
+            )
         try:
             fitted = fit_context(
                 instructions=run.instructions,
-                history=conversation(session=session, thread=thread),
+                history=history,
                 context_window=run.context_window,
                 max_output_tokens=run.max_output_tokens,
+                sources=None
+                if hits is None
+                else retrieval.sources(hits, max_tokens=run.source_tokens),
             )
         except ContextTooLong as error:
             raise RunFailedError(
                 "context_too_long", "The newest message alone does not fit the model's context"
             ) from error
-        run_crud.note_context(session=session, run_id=run_id, omitted=fitted.omitted)
+        given = None if hits is None else hits[: fitted.sources_kept]
+        run_crud.note_context(
+            session=session,
+            run_id=run_id,
+            omitted=fitted.omitted,
+            passages_retrieved=None if given is None else len(given),
+        )
         session.commit()  # the transaction ends here: the provider call comes next
-        return _Prepared(run=run, model=model, messages=fitted.messages)
+        return _Prepared(run=run, model=model, messages=fitted.messages, sources=given)
 
 
 def _end(
@@ -232,6 +252,8 @@ def _record(
         output_tokens=usage.output_tokens,
         cost_usd=usage.cost,
     )
+    sources = prepared.sources or []
+    cited = retrieval.cited_numbers(answer.content, sources_given=len(sources))
 
     def bill(session: Session) -> None:
         # Billed whatever happened to the run meanwhile: the provider did the work.
@@ -246,9 +268,17 @@ def _record(
             "attempts": attempts,
             "assistant_message_id": answer.id,
             "cost_usd": usage.cost,
+            "passages_used": None if prepared.sources is None else len(cited),
         }
         if run_crud.finish(session=session, run_id=run.id, owner=owner, values=values):
             session.add(answer)
+            if cited:
+                session.flush()  # the citations refer to the answer's row
+                session.add_all(
+                    retrieval.citations(
+                        message_id=answer.id, run_id=run.id, hits=sources, numbers=cited
+                    )
+                )
             thread = session.get(Thread, run.thread_id)
             if thread is not None:
                 thread.last_message_at = thread.updated_at = now

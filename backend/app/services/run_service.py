@@ -25,11 +25,11 @@ from app.crud import run as run_crud
 from app.crud.page import Page
 from app.models.ai_model import AIModel
 from app.models.run import PostedMessage, Run, RunListQuery
-from app.models.thread import Message, MessageCreate, MessageRole, Thread
+from app.models.thread import Message, MessageCreate, MessagePublic, MessageRole, Thread
 from app.models.user import User
 from app.modules.llm.client import ChatMessage, LLMClient
 from app.modules.llm.context import ContextTooLong, estimate_tokens, fit_context
-from app.services import run_execution, run_recovery
+from app.services import retrieval, run_execution, run_recovery
 from app.services.quota_service import QuotaService
 from app.services.run_runtime import (
     Dispatch,
@@ -60,7 +60,9 @@ class RunService:
         message, run = RunService._start(
             session=session, user=user, thread_id=thread_id, message_in=message_in, policy=policy
         )
-        posted = PostedMessage.model_validate({"message": message, "run": run})  # as created
+        # As created: a user's message cites nothing.
+        public = MessagePublic.model_validate(message, update={"citations": []})
+        posted = PostedMessage.model_validate({"message": public, "run": run})
         try:
             dispatch(run.id)
         except QueueUnavailableError:
@@ -103,6 +105,12 @@ class RunService:
             agent.max_output_tokens or model.max_output_tokens, model.max_output_tokens
         )
 
+        # An agent with knowledge bases sends sources too: priced at the most they may take.
+        has_knowledge = agent.id in agent_crud.knowledge_base_ids(
+            session=session, agent_ids=[agent.id]
+        )
+        source_tokens = retrieval.SOURCE_TOKENS if has_knowledge else 0
+
         run_crud.lock_owner(session=session, user=user)
         if run_crud.has_active_run(session=session, thread=thread):
             raise ConflictError(
@@ -115,6 +123,7 @@ class RunService:
             new_content=message_in.content,
             model=model,
             max_output=max_output,
+            source_tokens=source_tokens,
         )
         worst_case = cost_usd(
             input_price_per_million=model.input_price_per_million,
@@ -138,6 +147,7 @@ class RunService:
             temperature=agent.temperature,
             instructions=agent.instructions,
             context_window=model.context_window,
+            source_tokens=source_tokens,
             input_price_per_million=model.input_price_per_million,
             output_price_per_million=model.output_price_per_million,
             reserved_usd=worst_case,
@@ -222,10 +232,12 @@ def _estimate_input(
     new_content: str,
     model: AIModel,
     max_output: int,
+    source_tokens: int,
 ) -> int:
-    """Input tokens the run will most likely send: the context it will fit, estimated
-    conservatively. A conversation that cannot fit is priced at its newest message; the
-    run will fail without calling the provider."""
+    """Input tokens the run may send: the context it will fit, estimated conservatively,
+    plus the most its sources may take, within the window less the output limit. (The
+    sources take room from older history, never more.) A conversation that cannot fit
+    is priced at its newest message; the run will fail without calling the provider."""
     history = run_execution.conversation(session=session, thread=thread)
     history.append(ChatMessage(role=MessageRole.USER.value, content=new_content))
     try:
@@ -237,4 +249,4 @@ def _estimate_input(
         )
     except ContextTooLong:
         return estimate_tokens(new_content)
-    return fitted.estimated_input_tokens
+    return min(fitted.estimated_input_tokens + source_tokens, model.context_window - max_output)

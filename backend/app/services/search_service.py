@@ -51,7 +51,7 @@ class SearchService:
         hits = chunk_crud.search(
             session=session,
             user=user,
-            knowledge_base=knowledge_base,
+            knowledge_base_ids=[knowledge_base.id],
             words=words,
             limit=query.limit,
         )

@@ -11,12 +11,15 @@ from app.core.db import utcnow
 from app.core.errors import NotFoundError, UnprocessableError
 from app.core.types import storable_instant
 from app.crud import agent as agent_crud
+from app.crud import citation as citation_crud
 from app.crud import run as run_crud
 from app.crud import thread as thread_crud
 from app.crud.page import CursorPage, Page
+from app.models.citation import Citation, CitationPublic
 from app.models.thread import (
     Message,
     MessageListQuery,
+    MessagePublic,
     Thread,
     ThreadCreate,
     ThreadListQuery,
@@ -81,12 +84,22 @@ class ThreadService:
     @staticmethod
     def list_messages(
         *, session: Session, user: User, thread_id: uuid.UUID, query: MessageListQuery
-    ) -> CursorPage[Message]:
+    ) -> CursorPage[MessagePublic]:
         thread = ThreadService.get(session=session, user=user, thread_id=thread_id)
         after = _decode_cursor(query.cursor) if query.cursor else None
         found = thread_crud.list_messages(session=session, thread=thread, query=query, after=after)
         next_cursor = _encode_cursor(found.rows[-1]) if found.has_more else None
-        return CursorPage(data=found.rows, next_cursor=next_cursor)
+        cited = citation_crud.for_messages(
+            session=session, message_ids=[message.id for message in found.rows]
+        )
+        data = [_public(message, cited.get(message.id, [])) for message in found.rows]
+        return CursorPage(data=data, next_cursor=next_cursor)
+
+
+def _public(message: Message, citations: list[Citation]) -> MessagePublic:
+    return MessagePublic.model_validate(
+        message, update={"citations": [CitationPublic.model_validate(c) for c in citations]}
+    )
 
 
 def title_from(content: str) -> str:

@@ -384,11 +384,13 @@ class TestSearchUsesTheFullTextIndex:
         statement = chunk_crud.search_statement(
             dialect=connection.dialect.name,
             user=user,
-            knowledge_base=kb,
+            knowledge_base_ids=[kb.id],
             words=["refund", "policy"],
             limit=MAX_PAGE_SIZE,
         )
-        compiled = statement.compile(dialect=connection.dialect)
+        compiled = statement.compile(
+            dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+        )
         if connection.dialect.name == "sqlite":
             positional = tuple(str(compiled.params[name]) for name in compiled.positiontup or ())
             plan_rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", positional)

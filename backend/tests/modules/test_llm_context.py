@@ -6,6 +6,7 @@ from app.modules.llm.client import ChatMessage
 from app.modules.llm.context import (
     MESSAGE_OVERHEAD_TOKENS,
     ContextTooLong,
+    Sources,
     estimate_tokens,
     fit_context,
 )
@@ -147,3 +148,81 @@ class TestFitContext:
     def test_empty_history_is_a_programming_error(self) -> None:
         with pytest.raises(ValueError, match="newest message"):
             fit_context(instructions="", history=[], context_window=100, max_output_tokens=10)
+
+
+PREAMBLE = "Sources:\n"
+PASSAGES = [f"[{n}] passage {n} " + "p" * 60 for n in range(1, 5)]
+
+
+def sources_message(kept: int) -> ChatMessage:
+    return ChatMessage(role="system", content=PREAMBLE + "\n\n".join(PASSAGES[:kept]))
+
+
+class TestFitSources:
+    def test_all_fit_after_the_instructions(self) -> None:
+        fitted = fit_context(
+            instructions=INSTRUCTIONS,
+            history=HISTORY,
+            context_window=10_000,
+            max_output_tokens=1_000,
+            sources=Sources(preamble=PREAMBLE, passages=PASSAGES, max_tokens=1_000),
+        )
+
+        assert fitted.messages == [SYSTEM, sources_message(4), *HISTORY]
+        assert fitted.sources_kept == 4
+        assert fitted.estimated_input_tokens == cost(SYSTEM, sources_message(4), *HISTORY)
+
+    def test_the_lowest_ranked_go_first_then_older_history(self) -> None:
+        # Room for the system, the newest message, two sources and one older message,
+        # which is less than three sources take.
+        budget = cost(SYSTEM, sources_message(2), *HISTORY[-2:])
+        assert cost(sources_message(3)) > cost(sources_message(2), HISTORY[-2])
+        fitted = fit_context(
+            instructions=INSTRUCTIONS,
+            history=HISTORY,
+            context_window=budget,
+            max_output_tokens=0,
+            sources=Sources(preamble=PREAMBLE, passages=PASSAGES, max_tokens=1_000),
+        )
+
+        assert fitted.messages == [SYSTEM, sources_message(2), *HISTORY[-2:]]
+        assert fitted.sources_kept == 2
+        assert fitted.omitted == len(HISTORY) - 2
+        assert fitted.estimated_input_tokens == budget
+
+    def test_their_own_limit_holds_however_large_the_window(self) -> None:
+        limit = estimate_tokens(sources_message(3).content)
+        fitted = fit_context(
+            instructions=INSTRUCTIONS,
+            history=HISTORY,
+            context_window=100_000,
+            max_output_tokens=1_000,
+            sources=Sources(preamble=PREAMBLE, passages=PASSAGES, max_tokens=limit),
+        )
+
+        assert fitted.messages[1] == sources_message(3)
+        assert fitted.sources_kept == 3
+
+    def test_none_that_fit_send_no_message(self) -> None:
+        budget = cost(SYSTEM, HISTORY[-1])
+        fitted = fit_context(
+            instructions=INSTRUCTIONS,
+            history=HISTORY,
+            context_window=budget + 10,
+            max_output_tokens=0,
+            sources=Sources(preamble=PREAMBLE, passages=PASSAGES, max_tokens=1_000),
+        )
+
+        assert fitted.messages == [SYSTEM, HISTORY[-1]]
+        assert fitted.sources_kept == 0
+        assert fitted.estimated_input_tokens == budget
+
+    def test_sources_never_make_room_for_the_newest_message(self) -> None:
+        with pytest.raises(ContextTooLong):
+            fit_context(
+                instructions=INSTRUCTIONS,
+                history=[user("z" * 3_000)],
+                context_window=1_000,
+                max_output_tokens=200,
+                sources=Sources(preamble=PREAMBLE, passages=PASSAGES, max_tokens=1_000),
+            )

@@ -7,7 +7,6 @@ from app.api.deps import CurrentUser, SessionDep
 from app.api.errors import error_responses
 from app.crud.page import Page
 from app.models.agent import (
-    Agent,
     AgentCreate,
     AgentListQuery,
     AgentPublic,
@@ -30,7 +29,7 @@ router = APIRouter(prefix="/agents", tags=["agents"])
 )
 def list_agents(
     session: SessionDep, current_user: CurrentUser, query: Annotated[AgentListQuery, Query()]
-) -> Page[Agent]:
+) -> Page[AgentPublic]:
     """My agents (a superuser's: everyone's), filtered, sorted and paged."""
     return AgentService.list_agents(session=session, user=current_user, query=query)
 
@@ -43,8 +42,10 @@ def list_agents(
     summary="Create an agent",
     responses=error_responses(401),
 )
-def create_agent(session: SessionDep, current_user: CurrentUser, agent_in: AgentCreate) -> Agent:
-    """Create an agent on an enabled model of the catalog."""
+def create_agent(
+    session: SessionDep, current_user: CurrentUser, agent_in: AgentCreate
+) -> AgentPublic:
+    """Create an agent on an enabled model of the catalog, drawing on my knowledge bases."""
     return AgentService.create(session=session, user=current_user, agent_in=agent_in)
 
 
@@ -55,9 +56,9 @@ def create_agent(session: SessionDep, current_user: CurrentUser, agent_in: Agent
     summary="Read an agent",
     responses=error_responses(401, 404),
 )
-def read_agent(session: SessionDep, current_user: CurrentUser, agent_id: uuid.UUID) -> Agent:
+def read_agent(session: SessionDep, current_user: CurrentUser, agent_id: uuid.UUID) -> AgentPublic:
     """One agent of mine (a superuser: anyone's)."""
-    return AgentService.get(session=session, user=current_user, agent_id=agent_id)
+    return AgentService.read(session=session, user=current_user, agent_id=agent_id)
 
 
 @router.patch(
@@ -69,8 +70,8 @@ def read_agent(session: SessionDep, current_user: CurrentUser, agent_id: uuid.UU
 )
 def update_agent(
     session: SessionDep, current_user: CurrentUser, agent_id: uuid.UUID, agent_in: AgentUpdate
-) -> Agent:
-    """Change an agent's name, model, instructions or settings."""
+) -> AgentPublic:
+    """Change an agent's name, model, instructions, settings or knowledge bases."""
     return AgentService.update(
         session=session, user=current_user, agent_id=agent_id, agent_in=agent_in
     )

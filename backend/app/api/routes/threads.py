@@ -8,9 +8,9 @@ from app.api.errors import error_responses
 from app.crud.page import CursorPage, Page
 from app.models.run import PostedMessage, Run, RunListQuery, RunsPublic
 from app.models.thread import (
-    Message,
     MessageCreate,
     MessageListQuery,
+    MessagePublic,
     MessagesPublic,
     Thread,
     ThreadCreate,
@@ -111,7 +111,7 @@ def list_messages(
     current_user: CurrentUser,
     thread_id: uuid.UUID,
     query: Annotated[MessageListQuery, Query()],
-) -> CursorPage[Message]:
+) -> CursorPage[MessagePublic]:
     """A page of messages, oldest first by default; follow next_cursor for more."""
     return ThreadService.list_messages(
         session=session, user=current_user, thread_id=thread_id, query=query

@@ -30,10 +30,22 @@ def estimate_tokens(text: str) -> int:
 
 
 @dataclass(frozen=True)
+class Sources:
+    """Passages to ground an answer in, best first, sent as one system message after the
+    instructions: `preamble`, then as many whole passages as fit (blank lines between).
+    They take at most `max_tokens` of the request; the lowest-ranked go first."""
+
+    preamble: str
+    passages: Sequence[str]
+    max_tokens: int
+
+
+@dataclass(frozen=True)
 class FittedContext:
     messages: list[ChatMessage]
     omitted: int  # history messages left out, all older than every kept one
     estimated_input_tokens: int
+    sources_kept: int = 0  # the first this many passages of `sources` were sent
 
 
 class ContextTooLong(Exception):  # noqa: N818 (the name callers already use)
@@ -54,28 +66,52 @@ def fit_context(
     history: Sequence[ChatMessage],
     context_window: int,
     max_output_tokens: int,
+    sources: Sources | None = None,
 ) -> FittedContext:
-    """The system message plus the longest suffix of `history` (oldest-first) that fits
-    in `context_window - max_output_tokens`. The newest message is never dropped: when
-    it does not fit, ContextTooLong is raised instead."""
+    """The system message, the sources that fit, and the longest suffix of `history`
+    (oldest-first) that fits in `context_window - max_output_tokens`.
+
+    The instructions and the newest message come first: when they do not fit,
+    ContextTooLong is raised. Then the sources, best first, while they fit (in the room
+    left and in `sources.max_tokens`): they answer the newest message. Then older
+    history, newest first, while it fits."""
     if not history:
         raise ValueError("history must end with the newest message")
     available = context_window - max_output_tokens
     system = [ChatMessage(role="system", content=instructions)] if instructions else []
-    used = sum(estimate_tokens(message.content) for message in system)
-    kept = 0
-    for message in reversed(history):
+    newest = history[-1]
+    used = sum(estimate_tokens(message.content) for message in [*system, newest])
+    if used > available:
+        raise ContextTooLong(needed=used, available=available)
+    grounding, kept_sources, grounding_cost = _fit_sources(sources, room=available - used)
+    used += grounding_cost
+    kept = 1
+    for message in reversed(history[:-1]):
         cost = estimate_tokens(message.content)
         if used + cost > available:
             break
         used += cost
         kept += 1
-    if kept == 0:
-        raise ContextTooLong(
-            needed=used + estimate_tokens(history[-1].content), available=available
-        )
     return FittedContext(
-        messages=system + list(history[len(history) - kept :]),
+        messages=system + grounding + list(history[len(history) - kept :]),
         omitted=len(history) - kept,
         estimated_input_tokens=used,
+        sources_kept=kept_sources,
     )
+
+
+def _fit_sources(sources: Sources | None, *, room: int) -> tuple[list[ChatMessage], int, int]:
+    """The sources' system message (none if not one passage fits), how many passages it
+    holds, and its estimated cost."""
+    if sources is None:
+        return [], 0, 0
+    limit = min(room, sources.max_tokens)
+    content, kept = sources.preamble, 0
+    for passage in sources.passages:
+        longer = f"{content}\n\n{passage}" if kept else f"{content}{passage}"
+        if estimate_tokens(longer) > limit:
+            break
+        content, kept = longer, kept + 1
+    if kept == 0:
+        return [], 0, 0
+    return [ChatMessage(role="system", content=content)], kept, estimate_tokens(content)

@@ -1,0 +1,26 @@
+"""Citations of assistant messages; readable by whoever may read the messages."""
+
+import uuid
+from collections.abc import Sequence
+
+from sqlmodel import Session, col, select
+
+from app.models.citation import Citation
+
+
+def for_messages(
+    *, session: Session, message_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[Citation]]:
+    """The citations of each message of a page the caller already holds, in order of
+    first use, in one query (a message absent from the answer cites nothing)."""
+    if not message_ids:
+        return {}
+    statement = (
+        select(Citation)
+        .where(col(Citation.message_id).in_(message_ids))
+        .order_by(col(Citation.message_id), col(Citation.id))
+    )
+    found: dict[uuid.UUID, list[Citation]] = {}
+    for citation in session.exec(statement).all():
+        found.setdefault(citation.message_id, []).append(citation)
+    return found

@@ -1,0 +1,134 @@
+"""Answers grounded in an agent's knowledge bases: which passages a run sends as numbered
+sources, and which of them its answer cites.
+
+A run of an agent with knowledge bases searches them (its owner's alone) for the newest
+user message, with the previous one too when the newest is short ("and in 2023?"), and
+sends the best passages as one system message of numbered sources. The answer's `[n]`
+markers become citations that copy what they point at, so they outlive the documents.
+"""
+
+import re
+import uuid
+from collections.abc import Sequence
+
+from sqlmodel import Session
+
+from app.crud import agent as agent_crud
+from app.crud import chunk as chunk_crud
+from app.crud import user as user_crud
+from app.models.citation import QUOTE_MAX_LENGTH, Citation
+from app.models.document import SearchHit
+from app.modules.llm.client import ChatMessage
+from app.modules.llm.context import Sources
+from app.services.search_service import search_words
+
+# The most the sources may take of a request, in estimated tokens (context.py): six
+# passages of about 500 tokens (chunking's target) at the estimate's 3 bytes a token,
+# with their labels. A run of an agent with knowledge bases is priced with this much more.
+SOURCE_TOKENS = 6_000
+MAX_SOURCES = 6
+MAX_SOURCES_PER_DOCUMENT = 2
+# A newest message shorter than this many words is read with the one before it.
+SHORT_QUESTION_WORDS = 8
+# Bounds on what a message (up to 32,000 characters) makes a search of; PostgreSQL
+# refuses tsquery words of 2,048 bytes or more.
+MAX_SEARCH_WORDS = 64
+MAX_WORD_LENGTH = 100
+
+PREAMBLE = (
+    "Answer from the numbered sources below when they hold the answer, and cite every "
+    "source you use by its number in square brackets, as [1] or [1][3]. If they do not "
+    "contain the answer, say so.\n\nSources (cite them as [n]):\n"
+)
+# "[2]", "[1, 3]", "[ 4 ]"; "[1][2]" is two markers.
+_MARKER = re.compile(r"\[\s*(\d{1,4}(?:\s*,\s*\d{1,4})*)\s*\]")
+
+
+def question_words(history: Sequence[ChatMessage]) -> list[str]:
+    """What to search for: the newest user message's words, with the previous user
+    message's after them when the newest is short (a follow-up)."""
+    users = [message.content for message in history if message.role == "user"]
+    if not users:
+        return []
+    words = search_words(users[-1])
+    if len(words) < SHORT_QUESTION_WORDS and len(users) > 1:
+        words += [word for word in search_words(users[-2]) if word not in words]
+    return [word for word in words if len(word) <= MAX_WORD_LENGTH][:MAX_SEARCH_WORDS]
+
+
+def retrieve(
+    *,
+    session: Session,
+    owner_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    history: Sequence[ChatMessage],
+) -> list[SearchHit]:
+    """The best passages of the agent's knowledge bases for the conversation's newest
+    question, searched as the agent's owner (the run's), at most MAX_SOURCES of them and
+    MAX_SOURCES_PER_DOCUMENT of any one document."""
+    kb_ids = agent_crud.knowledge_base_ids(session=session, agent_ids=[agent_id]).get(agent_id)
+    words = question_words(history)
+    owner = user_crud.get_user(session=session, user_id=owner_id)
+    if not kb_ids or not words or owner is None:
+        return []
+    return chunk_crud.search(
+        session=session,
+        user=owner,
+        knowledge_base_ids=kb_ids,
+        words=words,
+        limit=MAX_SOURCES,
+        per_document=MAX_SOURCES_PER_DOCUMENT,
+    )
+
+
+def sources(hits: Sequence[SearchHit], *, max_tokens: int) -> Sources:
+    """The passages as numbered sources, best first: "[1] Title, p. 3-4 — Heading"."""
+    return Sources(
+        preamble=PREAMBLE,
+        passages=[f"[{n}] {_label(hit)}\n{hit.text}" for n, hit in enumerate(hits, start=1)],
+        max_tokens=max_tokens,
+    )
+
+
+def _label(hit: SearchHit) -> str:
+    label = hit.document_title
+    if hit.page_start is not None:
+        pages = str(hit.page_start)
+        if hit.page_end is not None and hit.page_end != hit.page_start:
+            pages += f"-{hit.page_end}"
+        label += f", p. {pages}"
+    if hit.heading:
+        label += f" — {hit.heading}"
+    return label
+
+
+def cited_numbers(answer: str, *, sources_given: int) -> list[int]:
+    """The source numbers an answer's [n] markers use, each once, in order of first use;
+    a number naming no source given is dropped."""
+    numbers: dict[int, None] = {}
+    for marker in _MARKER.finditer(answer):
+        for part in marker.group(1).split(","):
+            number = int(part)
+            if 1 <= number <= sources_given:
+                numbers.setdefault(number)
+    return list(numbers)
+
+
+def citations(
+    *, message_id: uuid.UUID, run_id: uuid.UUID, hits: Sequence[SearchHit], numbers: list[int]
+) -> list[Citation]:
+    """One citation per number used, copying what its source said and where."""
+    return [
+        Citation(
+            message_id=message_id,
+            run_id=run_id,
+            index=number,
+            document_id=hits[number - 1].document_id,
+            chunk_id=hits[number - 1].chunk_id,
+            document_title=hits[number - 1].document_title,
+            page_start=hits[number - 1].page_start,
+            page_end=hits[number - 1].page_end,
+            quote=hits[number - 1].text[:QUOTE_MAX_LENGTH],
+        )
+        for number in numbers
+    ]
