@@ -20,7 +20,7 @@ from app.models.citation import QUOTE_MAX_LENGTH, Citation
 from app.models.document import SearchHit
 from app.modules.llm.client import ChatMessage
 from app.modules.llm.context import Sources
-from app.services.search_service import search_words
+from app.services.search_service import query_terms
 
 # The most the sources may take of a request, in estimated tokens (context.py): six
 # passages of about 500 tokens (chunking's target) at the estimate's 3 bytes a token,
@@ -50,9 +50,9 @@ def question_words(history: Sequence[ChatMessage]) -> list[str]:
     users = [message.content for message in history if message.role == "user"]
     if not users:
         return []
-    words = search_words(users[-1])
+    words = query_terms(users[-1])
     if len(words) < SHORT_QUESTION_WORDS and len(users) > 1:
-        words += [word for word in search_words(users[-2]) if word not in words]
+        words += [word for word in query_terms(users[-2]) if word not in words]
     return [word for word in words if len(word) <= MAX_WORD_LENGTH][:MAX_SEARCH_WORDS]
 
 

@@ -35,6 +35,29 @@ def search_words(text: str) -> list[str]:
     return list(words)
 
 
+# English function words: nearly every passage holds them, so as search terms they match
+# everything and rank nothing (ts_rank_cd, unlike bm25, does not discount common words),
+# and they make the index return every passage of the knowledge base.
+_STOP_WORDS = """
+    a about above after again against all am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each few for
+    from further had has have having he her here hers herself him himself his how i if in
+    into is it its itself just me more most my myself no nor not now of off on once only or
+    other our ours ourselves out over own same she should so some such than that the their
+    theirs them themselves then there these they this those through to too under until up
+    very was we were what when where which while who whom why will with would you your yours
+    yourself yourselves"""
+STOP_WORDS = frozenset(_STOP_WORDS.split())
+
+
+def query_terms(text: str) -> list[str]:
+    """The words a search looks for: `text`'s words without the function words, unless
+    nothing else is left (a search for "to be or not to be" still finds Hamlet)."""
+    words = search_words(text)
+    content = [word for word in words if word not in STOP_WORDS]
+    return content or words
+
+
 class SearchService:
     @staticmethod
     def search(
@@ -45,7 +68,7 @@ class SearchService:
         )
         if knowledge_base is None:
             raise NotFoundError("Knowledge base not found")
-        words = search_words(query.q)
+        words = query_terms(query.q)
         if not words:
             return SearchResults(data=[])
         hits = chunk_crud.search(

@@ -180,6 +180,28 @@ class TestSearchKnowledgeBase:
         assert hit_ids(response)[0] == policies["shipping"].id
         assert set(hit_ids(response)) == {policies["shipping"].id, policies["refunds"].id}
 
+    def test_function_words_neither_match_nor_rank(
+        self,
+        db: Session,
+        client: TestClient,
+        kb: KnowledgeBase,
+        policies: dict[str, Chunk],
+        user_headers: dict[str, str],
+    ) -> None:
+        chatter = create_document(
+            db, knowledge_base=kb, title="Chatter", data=b"chatter", status=DocumentStatus.READY
+        )
+        noise = create_chunk(
+            db, document=chatter, text="What is it, and what is the thing that it is? " * 20
+        )
+        response = search(client, kb, user_headers, "What is the postage for returns?")
+        assert response.status_code == 200
+        assert hit_ids(response) == [policies["returns"].id]
+        # Nothing but function words: those are searched for, rather than nothing.
+        only_them = search(client, kb, user_headers, "what is it?")
+        assert only_them.status_code == 200
+        assert hit_ids(only_them)[0] == noise.id
+
     def test_nothing_matches_nothing(
         self,
         client: TestClient,
