@@ -12,9 +12,11 @@ from sqlalchemy.engine import Connection
 SCRIPT_LOCATION = Path(__file__).resolve().parent.parent / "alembic"
 
 # Made by migrations, unknown to the models: the full-text index over chunks (an FTS5
-# table and its shadow tables on SQLite, a GIN expression index on PostgreSQL).
+# table and its shadow tables on SQLite; on PostgreSQL a stored tsvector column and its
+# GIN index).
 _SEARCH_TABLE_PREFIX = "chunk_fts"
 _SEARCH_INDEX = "ix_chunk_search"
+_SEARCH_COLUMN = "search_vector"  # PostgreSQL only: a generated, stored tsvector
 
 
 def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
@@ -23,6 +25,8 @@ def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
         return not (name or "").startswith(_SEARCH_TABLE_PREFIX)
     if type_ == "index":
         return name != _SEARCH_INDEX
+    if type_ == "column":
+        return name != _SEARCH_COLUMN
     return True
 
 

@@ -1,10 +1,11 @@
 """Chunks: the passages of documents, written by ingestion and read by search.
 
 Search runs on each engine's own full-text index (see the knowledge-base migration): on
-SQLite the FTS5 table chunk_fts, ranked by bm25; on PostgreSQL the GIN index over
-to_tsvector('simple', text), ranked by ts_rank_cd. Either way the knowledge bases, the
-owner and the document's status are conditions of the one statement that ranks, never a
-filter applied to its results, so a limit always counts passages the caller may read.
+SQLite the FTS5 table chunk_fts, ranked by bm25; on PostgreSQL the stored tsvector
+`search_vector` (to_tsvector('simple', text)) and its GIN index, ranked by ts_rank_cd.
+Either way the knowledge bases, the owner and the document's status are conditions of
+the one statement that ranks, never a filter applied to its results, so a limit always
+counts passages the caller may read.
 """
 
 import uuid
@@ -27,8 +28,10 @@ from sqlmodel import Session, col
 from app.models.document import Chunk, Document, DocumentStatus, SearchHit
 from app.models.user import User
 
-# Written exactly as the index ix_chunk_search is, so that PostgreSQL uses it.
 _PG_CONFIG: ColumnClause[Any] = literal_column("'simple'::regconfig")
+# PostgreSQL only: to_tsvector('simple', text), generated and stored by the database and
+# indexed by ix_chunk_search (migration 6c1f0e2b9a47); not a column of the model.
+_PG_VECTOR: ColumnClause[Any] = literal_column("chunk.search_vector")
 _FTS = table("chunk_fts", column("rowid"))
 _FTS_MATCH: ColumnClause[Any] = literal_column("chunk_fts")
 
@@ -95,7 +98,7 @@ def search_statement(
             .where(_FTS_MATCH.op("MATCH")(fts5_query(words)))
         )
     else:
-        vector = func.to_tsvector(_PG_CONFIG, col(Chunk.text))
+        vector = _PG_VECTOR
         query = func.to_tsquery(_PG_CONFIG, tsquery(words))
         score = func.ts_rank_cd(vector, query)
         best_first = (score.desc(), col(Chunk.id))

@@ -98,7 +98,8 @@ class Chunk(SQLModel, table=True):
     """A passage of a document, where it came from, and what search matches.
 
     An integer key: SQLite's full-text index (chunk_fts, kept by triggers) refers to rows
-    by it. On PostgreSQL a GIN index over to_tsvector('simple', text) serves search."""
+    by it. On PostgreSQL a stored tsvector column, search_vector, and its GIN index serve
+    search; both are made by migrations and are not fields here."""
 
     __table_args__ = (
         Index("ix_chunk_document_id_ordinal", "document_id", "ordinal"),
