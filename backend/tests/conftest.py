@@ -30,7 +30,7 @@ from app.modules.storage import build_storage
 from app.services.ingestion_service import IngestPolicy
 from app.services.run_runtime import RunPolicy
 from app.tasks.dispatch import InlineDispatcher
-from tests.environment import drop_worker_database, engine, settings
+from tests.environment import clean_up, engine, settings
 from tests.factories import auth_headers, create_user
 from tests.modules.fake_llm import FakeLLM
 from tests.redis_server import RedisServer
@@ -41,7 +41,7 @@ def _migrated_database() -> Iterator[None]:
     with engine.begin() as connection:
         command.upgrade(migrations.alembic_config(connection), "head")
     yield
-    drop_worker_database()
+    clean_up()
 
 
 @pytest.fixture

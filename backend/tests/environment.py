@@ -3,10 +3,13 @@
 SQLite (a file in a temporary directory of this process) by default; PostgreSQL when
 TEST_DATABASE_URL is set. Under pytest-xdist each worker process gets a database of its
 own: its own SQLite file, or `<TEST_DATABASE_URL's database>_<worker>` on PostgreSQL,
-created here and dropped at the end of the session (conftest.py).
+created here and dropped at the end of the session (conftest.py), which also removes
+the process's temporary data directory.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import psycopg
@@ -17,6 +20,9 @@ from app.core.db import create_db_engine
 from app.tasks.resources import session_factory_for
 
 DATA_DIR = tempfile.mkdtemp(prefix="agentry-tests-")
+# Every process that imports this removes its own at exit: the xdist controller, which
+# runs no session fixture, as well as the workers.
+atexit.register(shutil.rmtree, DATA_DIR, ignore_errors=True)
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 
 
@@ -44,12 +50,14 @@ def _recreate_database(url: str, name: str) -> None:
         admin.execute(f'CREATE DATABASE "{name}"')
 
 
-def drop_worker_database() -> None:
-    """Drops this worker's own PostgreSQL database (nothing for SQLite or a single process)."""
+def clean_up() -> None:
+    """Removes this process's data directory (the SQLite file, stored documents) and, on
+    PostgreSQL under xdist, drops this worker's own database."""
+    engine.dispose()
+    shutil.rmtree(DATA_DIR, ignore_errors=True)
     given = os.environ.get("TEST_DATABASE_URL")
     if not given or WORKER is None:
         return
-    engine.dispose()
     name = make_url(DATABASE_URL).database
     with psycopg.connect(_admin_dsn(given), autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
