@@ -10,18 +10,30 @@ from fastapi import FastAPI
 from sqlalchemy import delete
 from sqlmodel import Session, col
 
+from app.core.config import ProviderSettings
 from app.main import create_app
 from app.models.agent import Agent
 from app.models.ai_model import AIModel
 from app.models.thread import Thread
 from app.models.usage import UsageEntry
 from app.models.user import User
+from app.modules.llm.client import LLMClient
+from app.modules.storage import build_storage
 from app.services.ingestion_service import IngestPolicy
 from app.services.run_runtime import RunPolicy
 from app.tasks.celery_app import build_celery
-from app.tasks.dispatch import CeleryDispatcher, RunDispatcher
+from app.tasks.dispatch import CeleryDispatcher, RunDispatcher, ThreadPoolDispatcher
 from tests.environment import default_session, engine, settings
-from tests.factories import auth_headers, create_agent, create_ai_model, create_thread, create_user
+from tests.factories import (
+    auth_headers,
+    create_agent,
+    create_ai_model,
+    create_thread,
+    create_user,
+    ingest_policy,
+    run_policy,
+)
+from tests.modules.fake_llm import FakeLLM
 from tests.redis_server import RedisServer
 
 
@@ -74,6 +86,21 @@ def real_app(dispatcher: RunDispatcher) -> FastAPI:
     app = create_app(settings)
     app.state.run_dispatcher = dispatcher
     return app
+
+
+def thread_pool_dispatcher(fake_llm: FakeLLM, *, workers: int) -> ThreadPoolDispatcher:
+    """What an app process without a broker delivers runs with, calling `fake_llm` as the
+    catalog's openai provider."""
+    llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
+    return ThreadPoolDispatcher(
+        workers=workers,
+        ingest_workers=1,
+        llm=llm,
+        storage=build_storage(settings),
+        policy=run_policy(),
+        ingest_policy=ingest_policy(),
+        session_factory=default_session,
+    )
 
 
 def celery_dispatcher(

@@ -13,19 +13,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from app.core.config import ProviderSettings
 from app.models.agent import Agent
 from app.models.run import Run, RunStatus
 from app.models.thread import Message, Thread
 from app.models.usage import UsageEntry
 from app.models.user import User
-from app.modules.llm.client import LLMClient
-from app.modules.storage import build_storage
-from app.tasks.dispatch import ThreadPoolDispatcher
-from tests.environment import default_session, engine, settings
-from tests.factories import ingest_policy, run_policy
+from tests.environment import engine
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
-from tests.tasks.conftest import Committed, real_app
+from tests.tasks.conftest import Committed, real_app, thread_pool_dispatcher
 
 BUDGET = Decimal("0.0015")  # room for one run's hold ($0.001: 1,000 tokens at $1/M)
 
@@ -40,18 +35,7 @@ def client(committed: Committed, fake_llm: FakeLLM) -> Iterator[TestClient]:
         session.commit()
     # The provider bills the whole output limit, after a while.
     fake_llm.script(FakeResponse(json=completion_body("Late.", 0, 1_000), delay=1.5))
-    llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
-    app = real_app(
-        ThreadPoolDispatcher(
-            workers=2,
-            ingest_workers=1,
-            llm=llm,
-            storage=build_storage(settings),
-            policy=run_policy(),
-            ingest_policy=ingest_policy(),
-            session_factory=default_session,
-        )
-    )
+    app = real_app(thread_pool_dispatcher(fake_llm, workers=2))
     with TestClient(app) as test_client:
         yield test_client
 
@@ -142,18 +126,7 @@ def test_concurrent_posts_cancels_and_edits_never_spend_past_the_budget(
         session.add_all([user, agent])
         session.commit()
     fake_llm.script(*[FakeResponse(bill_max_tokens=True, delay=0.2)] * 100)
-    llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
-    app = real_app(
-        ThreadPoolDispatcher(
-            workers=4,
-            ingest_workers=1,
-            llm=llm,
-            storage=build_storage(settings),
-            policy=run_policy(),
-            ingest_policy=ingest_policy(),
-            session_factory=default_session,
-        )
-    )
+    app = real_app(thread_pool_dispatcher(fake_llm, workers=4))
     barrier = threading.Barrier(len(committed.threads))
     statuses: list[int] = []
 

@@ -12,27 +12,22 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from app.core.config import ProviderSettings
 from app.core.db import utcnow
 from app.models.run import Run, RunStatus
 from app.models.thread import Message, Thread
 from app.models.usage import UsageEntry
-from app.modules.llm.client import LLMClient
-from app.modules.storage import build_storage
 from app.services.run_recovery import SweepReport
 from app.services.run_runtime import QueueUnavailableError
 from app.services.run_service import RunService
-from app.tasks.dispatch import ThreadPoolDispatcher
-from tests.environment import default_session, engine, settings
+from tests.environment import default_session, engine
 from tests.factories import (
     ParkedDispatcher,
     create_message,
     create_run,
-    ingest_policy,
     run_policy,
 )
 from tests.modules.fake_llm import FakeLLM, FakeResponse, completion_body
-from tests.tasks.conftest import Committed, celery_dispatcher, real_app
+from tests.tasks.conftest import Committed, celery_dispatcher, real_app, thread_pool_dispatcher
 
 
 def wait_for_run(client: TestClient, run_id: str, headers: dict[str, str]) -> dict[str, object]:
@@ -47,18 +42,7 @@ def wait_for_run(client: TestClient, run_id: str, headers: dict[str, str]) -> di
 
 def test_thread_pool_runs_a_conversation_turn(committed: Committed, fake_llm: FakeLLM) -> None:
     fake_llm.script(FakeResponse(json=completion_body("Pong.", 5, 3)))
-    llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
-    app = real_app(
-        ThreadPoolDispatcher(
-            workers=2,
-            ingest_workers=1,
-            llm=llm,
-            storage=build_storage(settings),
-            policy=run_policy(),
-            ingest_policy=ingest_policy(),
-            session_factory=default_session,
-        )
-    )
+    app = real_app(thread_pool_dispatcher(fake_llm, workers=2))
     thread = committed.threads[0]
     with TestClient(app) as client:
         posted = client.post(
@@ -245,18 +229,7 @@ def test_a_run_cancelled_while_the_provider_works_is_billed_but_not_answered(
     committed: Committed, fake_llm: FakeLLM
 ) -> None:
     fake_llm.script(FakeResponse(json=completion_body("Too late.", 9, 6), delay=1.5))
-    llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
-    app = real_app(
-        ThreadPoolDispatcher(
-            workers=1,
-            ingest_workers=1,
-            llm=llm,
-            storage=build_storage(settings),
-            policy=run_policy(),
-            ingest_policy=ingest_policy(),
-            session_factory=default_session,
-        )
-    )
+    app = real_app(thread_pool_dispatcher(fake_llm, workers=1))
     thread = committed.threads[0]
     with TestClient(app) as client:
         run_id = client.post(
