@@ -25,6 +25,7 @@ from app.core.logger import configure_logging
 from app.main import create_app
 from app.services.ai_model_service import AIModelService
 from app.services.bootstrap_service import BootstrapService
+from app.services.search_service import SearchService
 from app.tasks.celery_app import WORKER_QUEUES, build_worker_app
 from app.tasks.resources import session_factory_for
 
@@ -79,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(handler=_worker)
 
+    reindex = commands.add_parser(
+        "reindex-search",
+        help="rewrite the passages' search vectors in SEARCH_LANGUAGE (PostgreSQL)",
+    )
+    reindex.set_defaults(handler=_reindex_search)
+
     openapi = commands.add_parser("openapi", help="write the OpenAPI schema")
     openapi.add_argument("file", nargs="?", type=Path, help="where to write (default: stdout)")
     openapi.set_defaults(handler=_openapi)
@@ -104,6 +111,10 @@ def _serve(args: argparse.Namespace, config: Settings) -> int:
         return _refuse(config.problems())
     engine = create_db_engine(config)
     migrations.upgrade(engine, "head")
+    problem = _search_language_problem(engine, config)
+    if problem is not None:
+        engine.dispose()
+        return _refuse([problem])
     _bootstrap(engine, config)
     engine.dispose()
     uvicorn.run(
@@ -154,6 +165,10 @@ def _worker(args: argparse.Namespace, config: Settings) -> int:
         migrations.upgrade(engine, "head")
     except SQLAlchemyError as error:
         return _worker_failed(f"cannot reach the database ({_first_line(error)})")
+    problem = _search_language_problem(engine, config)
+    if problem is not None:
+        engine.dispose()
+        return _refuse([problem])
     celery = build_worker_app(config, session_factory=session_factory_for(engine))
     try:
         return _run_celery_worker(celery, concurrency=args.concurrency, queues=args.queues)
@@ -236,6 +251,34 @@ def _migrate(args: argparse.Namespace, config: Settings) -> int:
     engine = create_db_engine(config)
     try:
         migrations.migrate_to(engine, args.to, sql=args.sql)
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _search_language_problem(engine: Engine, config: Settings) -> str | None:
+    with open_session(engine) as session:
+        return SearchService.language_problem(session=session, config=config)
+
+
+def _reindex_search(_args: argparse.Namespace, config: Settings) -> int:
+    if config.problems():
+        return _refuse(config.problems())
+    engine = create_db_engine(config)
+    try:
+        migrations.upgrade(engine, "head")
+        problem = _search_language_problem(engine, config)
+        if problem is not None:
+            return _refuse([problem])
+        if config.is_sqlite:
+            print("SQLite's full-text index has no language: nothing to rewrite")
+            return 0
+        rewritten = 0
+        with open_session(engine) as session:
+            for batch in SearchService.reindex(session=session, config=config):
+                rewritten += batch
+                print(f"{rewritten} passages rewritten", file=sys.stderr)
+        print(f"{rewritten} passages now searched in {config.SEARCH_LANGUAGE}")
     finally:
         engine.dispose()
     return 0

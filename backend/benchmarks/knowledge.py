@@ -502,6 +502,7 @@ def measure_quality(
             for phrasing, question in zip(PHRASINGS, fact.questions, strict=True):
                 results = SearchService.search(
                     session=session,
+                    config=config,
                     user=owner,
                     kb_id=knowledge_base.id,
                     query=SearchQuery(q=question, limit=SEARCH_LIMIT),
@@ -549,7 +550,9 @@ class Latency:
 Search = tuple[User, KnowledgeBase, str]
 
 
-def measure_search(engine: Engine, corpus: Corpus, args: argparse.Namespace) -> list[Latency]:
+def measure_search(
+    engine: Engine, config: Settings, corpus: Corpus, args: argparse.Namespace
+) -> list[Latency]:
     with Session(engine, expire_on_commit=False) as session:
         owners = [new_owner(session, f"search{number}") for number in range(OWNERS)]
         bases = [
@@ -562,7 +565,7 @@ def measure_search(engine: Engine, corpus: Corpus, args: argparse.Namespace) -> 
     figures = []
     for target in (args.chunks // 10, args.chunks):
         plan = plan_documents(corpus.rng, bases, sizes, target)
-        insert_seconds = fill(engine, corpus, plan, args.chunk_words)
+        insert_seconds = fill(engine, config, corpus, plan, args.chunk_words)
         tidy(engine)
         filled = [base for base in bases if sizes[base.id]]
         largest = max(filled, key=lambda base: sizes[base.id])
@@ -571,16 +574,16 @@ def measure_search(engine: Engine, corpus: Corpus, args: argparse.Namespace) -> 
             (by_id[base.owner_id], base, q) for q in questions for base in [picks.choice(filled)]
         ]
         in_largest = [(by_id[largest.owner_id], largest, q) for q in questions[WARM_UP:]]
-        timed_searches(engine, spread[:WARM_UP], args.case_seconds)
+        timed_searches(engine, config, spread[:WARM_UP], args.case_seconds)
         figures.append(
             Latency(
                 chunks=target,
                 inserted=sum(count for _base, count in plan),
                 insert_seconds=insert_seconds,
                 largest=sizes[largest.id],
-                spread=timed_searches(engine, spread[WARM_UP:], args.case_seconds),
+                spread=timed_searches(engine, config, spread[WARM_UP:], args.case_seconds),
                 in_largest=timed_searches(
-                    engine, in_largest[: args.largest_queries], args.case_seconds
+                    engine, config, in_largest[: args.largest_queries], args.case_seconds
                 ),
                 **count_matches(engine, spread[WARM_UP : WARM_UP + COUNTED_QUERIES]),
             )
@@ -606,7 +609,11 @@ def plan_documents(
 
 
 def fill(
-    engine: Engine, corpus: Corpus, plan: list[tuple[KnowledgeBase, int]], words: int
+    engine: Engine,
+    config: Settings,
+    corpus: Corpus,
+    plan: list[tuple[KnowledgeBase, int]],
+    words: int,
 ) -> float:
     """Inserts a ready document per planned entry and its passages, in batches as one
     bulk load would; the seconds spent in the database (the text is made outside)."""
@@ -641,6 +648,12 @@ def fill(
         while batch := list(itertools.islice(chunks, BATCH)):
             started = time.perf_counter()
             session.execute(insert(Chunk), batch)
+            # PostgreSQL's stored vectors, as ingestion writes them.
+            chunk_crud.write_search_vectors(
+                session=session,
+                document_ids=list({row["document_id"] for row in batch}),
+                language=config.SEARCH_LANGUAGE,
+            )
             session.commit()
             seconds += time.perf_counter() - started
     return seconds
@@ -677,7 +690,9 @@ def tidy(engine: Engine) -> None:
         connection.execute(text("VACUUM ANALYZE chunk, document, knowledge_base"))
 
 
-def timed_searches(engine: Engine, searches: list[Search], budget: float) -> list[float]:
+def timed_searches(
+    engine: Engine, config: Settings, searches: list[Search], budget: float
+) -> list[float]:
     """Milliseconds per search, for as many of `searches` as `budget` seconds allow."""
     samples: list[float] = []
     deadline = time.monotonic() + budget
@@ -688,6 +703,7 @@ def timed_searches(engine: Engine, searches: list[Search], budget: float) -> lis
         with Session(engine) as session:  # as the route: a session, the service, its answer
             SearchService.search(
                 session=session,
+                config=config,
                 user=user,
                 kb_id=base.id,
                 query=SearchQuery(q=question, limit=SEARCH_LIMIT),
@@ -782,7 +798,7 @@ def run(engine: Engine, config: Settings, storage: Storage, args: argparse.Names
     )
     latencies = _stage(
         f"search latency: {args.chunks // 10:,} then {args.chunks:,} chunks",
-        lambda: measure_search(engine, corpus, args),
+        lambda: measure_search(engine, config, corpus, args),
     )
     elapsed = time.perf_counter() - started
     return "\n".join(

@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from app.core.db import utcnow
 from app.core.security import create_access_token, hash_password
+from app.crud import chunk as chunk_crud
 from app.models.agent import Agent
 from app.models.ai_model import AIModel
 from app.models.auth import LoginSession
@@ -296,6 +297,10 @@ def create_chunk(
         char_end=len(text),
     )
     session.add(chunk)
+    session.flush()
+    chunk_crud.write_search_vectors(
+        session=session, document_ids=[document.id], language=settings.SEARCH_LANGUAGE
+    )
     session.commit()
     return chunk
 

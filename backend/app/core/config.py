@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     # Bounds on what one document may expand to (zip bombs, huge PDFs).
     MAX_DOCUMENT_PAGES: int = Field(default=2000, ge=1, le=100_000)
     MAX_EXTRACTED_BYTES: int = Field(default=200 * 1_048_576, ge=1024, le=2**34)
+    # PostgreSQL's text search configuration for passages and queries: `simple` (words as
+    # written, any language) or one that stems, such as english or german. After changing
+    # it, `agentry reindex-search` rebuilds the stored vectors. SQLite's index ignores it.
+    SEARCH_LANGUAGE: str = Field(default="simple", pattern=r"^[a-z][a-z0-9_]{0,62}$")
 
     # Credential throttling.
     LOGIN_MAX_FAILURES_PER_ACCOUNT: int = Field(default=5, ge=1, le=1000)

@@ -49,6 +49,7 @@ class IngestPolicy:
     time_limit: float  # seconds of renewals one ingestion gets; then its lease runs out
     max_attempts: int  # claims of one document before an interrupted one fails
     limits: ExtractionLimits
+    search_language: str = "simple"  # PostgreSQL's text search configuration
 
     def backoff(self, times: int) -> timedelta:
         """The wait before a delivery that comes after `times` others."""
@@ -66,6 +67,7 @@ class IngestPolicy:
             limits=ExtractionLimits(
                 max_pages=config.MAX_DOCUMENT_PAGES, max_bytes=config.MAX_EXTRACTED_BYTES
             ),
+            search_language=config.SEARCH_LANGUAGE,
         )
 
 
@@ -119,7 +121,7 @@ def _ingest(
 ) -> None:
     try:
         drafts, page_count = _read(claimed, storage, policy)
-        _store(claimed, owner, session_factory, drafts, page_count)
+        _store(claimed, owner, session_factory, drafts, page_count, policy.search_language)
     except _Retry:
         _retry(claimed, owner, session_factory, policy)
     except IngestionFailedError as failure:
@@ -158,6 +160,7 @@ def _store(
     session_factory: SessionFactory,
     drafts: list[ChunkDraft],
     page_count: int | None,
+    search_language: str,
 ) -> None:
     """The chunks and `ready`, in one transaction, if `owner` still holds the document."""
     chunks = [_chunk(claimed, draft) for draft in drafts]
@@ -175,7 +178,12 @@ def _store(
             if ingestion_crud.finish(
                 session=session, document_id=claimed.id, owner=owner, values=values
             ):
-                chunk_crud.replace_chunks(session=session, document_id=claimed.id, chunks=chunks)
+                chunk_crud.replace_chunks(
+                    session=session,
+                    document_id=claimed.id,
+                    chunks=chunks,
+                    language=search_language,
+                )
                 session.commit()
     except Exception as error:
         logger.error("document %s: chunks not stored (%s)", claimed.id, type(error).__name__)

@@ -62,6 +62,7 @@ def retrieve(
     owner_id: uuid.UUID,
     agent_id: uuid.UUID,
     history: Sequence[ChatMessage],
+    language: str,
 ) -> list[SearchHit]:
     """The best passages of the agent's knowledge bases for the conversation's newest
     question, searched as the agent's owner (the run's), at most MAX_SOURCES of them and
@@ -77,6 +78,7 @@ def retrieve(
         knowledge_base_ids=kb_ids,
         words=words,
         limit=MAX_SOURCES,
+        language=language,
         per_document=MAX_SOURCES_PER_DOCUMENT,
     )
 

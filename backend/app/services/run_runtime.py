@@ -33,6 +33,7 @@ class RunPolicy:
     queue_timeout: timedelta  # a run nobody started by then fails with run_not_started
     time_limit: float  # seconds an executor may spend on one run
     record_retry: float = 60.0  # seconds to keep retrying the write of a paid answer
+    search_language: str = "simple"  # PostgreSQL's text search configuration
 
     @property
     def renew_every(self) -> float:
@@ -46,6 +47,7 @@ class RunPolicy:
             redeliver_after=timedelta(seconds=config.RUN_REDELIVER_SECONDS),
             queue_timeout=timedelta(seconds=config.RUN_QUEUE_TIMEOUT_SECONDS),
             time_limit=float(config.RUN_TIME_LIMIT_SECONDS),
+            search_language=config.SEARCH_LANGUAGE,
         )
 
 

@@ -9,9 +9,11 @@ nowhere never hides the passages that hold the others.
 
 import unicodedata
 import uuid
+from collections.abc import Iterator
 
 from sqlmodel import Session
 
+from app.core.config import Settings
 from app.core.errors import NotFoundError
 from app.crud import chunk as chunk_crud
 from app.crud import knowledge_base as knowledge_base_crud
@@ -60,8 +62,37 @@ def query_terms(text: str) -> list[str]:
 
 class SearchService:
     @staticmethod
+    def language_problem(*, session: Session, config: Settings) -> str | None:
+        """One line naming SEARCH_LANGUAGE when PostgreSQL has no such text search
+        configuration; None when it has (and on SQLite, whose index has no language)."""
+        if session.get_bind().dialect.name == "sqlite":
+            return None
+        if chunk_crud.language_exists(session=session, language=config.SEARCH_LANGUAGE):
+            return None
+        return (
+            f"SEARCH_LANGUAGE: {config.SEARCH_LANGUAGE!r} is not a text search configuration "
+            "of this PostgreSQL database; expected one it has (pg_ts_config), "
+            "such as simple or english"
+        )
+
+    @staticmethod
+    def reindex(*, session: Session, config: Settings) -> Iterator[int]:
+        """PostgreSQL: every passage's vector rewritten in SEARCH_LANGUAGE, one committed
+        batch at a time (search keeps serving meanwhile); yields each batch's size."""
+        after = 0
+        while True:
+            ids = chunk_crud.reindex_batch(
+                session=session, after=after, language=config.SEARCH_LANGUAGE
+            )
+            session.commit()
+            if not ids:
+                return
+            yield len(ids)
+            after = max(ids)
+
+    @staticmethod
     def search(
-        *, session: Session, user: User, kb_id: uuid.UUID, query: SearchQuery
+        *, session: Session, config: Settings, user: User, kb_id: uuid.UUID, query: SearchQuery
     ) -> SearchResults:
         knowledge_base = knowledge_base_crud.get_knowledge_base(
             session=session, user=user, kb_id=kb_id
@@ -77,5 +108,6 @@ class SearchService:
             knowledge_base_ids=[knowledge_base.id],
             words=words,
             limit=query.limit,
+            language=config.SEARCH_LANGUAGE,
         )
         return SearchResults(data=hits)

@@ -15,6 +15,7 @@ from app.models.document import Chunk, Document, DocumentStatus
 from app.models.knowledge_base import KnowledgeBase
 from app.models.user import User
 from app.services.search_service import search_words
+from tests.environment import settings
 from tests.factories import (
     auth_headers,
     create_chunk,
@@ -401,6 +402,9 @@ class TestSearchUsesTheFullTextIndex:
             for n in range(3, 3_000)
         ]
         db.execute(insert(Chunk), rows)
+        chunk_crud.write_search_vectors(
+            session=db, document_ids=[document.id], language=settings.SEARCH_LANGUAGE
+        )
         connection = db.connection()
         connection.exec_driver_sql("ANALYZE chunk")
         statement = chunk_crud.search_statement(

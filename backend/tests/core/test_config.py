@@ -101,6 +101,7 @@ def test_serve_refuses_unsafe_production_settings(tmp_path: Path, agentry: Agent
     [
         ("RUN_LEASE_SECONDS", "thirty", "RUN_LEASE_SECONDS: Input should be a valid integer"),
         ("ENVIRONMENT", "staging", "ENVIRONMENT: Input should be 'development', 'test' or"),
+        ("SEARCH_LANGUAGE", "english; drop", "SEARCH_LANGUAGE: String should match pattern"),
     ],
 )
 def test_a_malformed_setting_is_one_line_naming_it(
