@@ -6,19 +6,24 @@
         assert fake.requests[0].json["model"] == "gpt-test"
 
 Each request takes the next scripted response; once the script is empty every request
-gets a default success (`completion_body()`). It is a real HTTP server, so clients are
-tested with their real transport, pooling and timeouts.
+gets a default success: `completion_body()` for chat, and for a path ending in
+/embeddings `embeddings_body(...)` of the request's inputs, each vector from
+`fake_embeddings.embed_text` with `embedding_dimensions` floats. A scripted
+`FakeResponse` without `json` or `body` sends the same default. It is a real HTTP
+server, so clients are tested with their real transport, pooling and timeouts.
 """
 
 import json
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
+
+from tests.modules.fake_embeddings import embed_text, token_count
 
 DEFAULT_CONTENT = "Hello from the fake model."
 
@@ -49,6 +54,23 @@ def completion_body(
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         },
+    }
+
+
+def embeddings_body(
+    inputs: Sequence[str], dimensions: int = 64, *, model: str = "fake-embedding"
+) -> dict[str, Any]:
+    """An embeddings success body, as OpenAI shapes it: one `embed_text` vector per input
+    and usage of one token per word (at least one per input)."""
+    tokens = sum(token_count(text) for text in inputs)
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": index, "embedding": embed_text(text, dimensions)}
+            for index, text in enumerate(inputs)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
 
 
@@ -88,9 +110,11 @@ class ReceivedRequest:
 
 
 class FakeLLM:
-    """The server runs in a daemon thread from `start()` (or `with`) to `stop()`."""
+    """The server runs in a daemon thread from `start()` (or `with`) to `stop()`.
+    `embedding_dimensions` (settable at any time) sizes the default embedding vectors."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, embedding_dimensions: int = 64) -> None:
+        self.embedding_dimensions = embedding_dimensions
         self._script: deque[FakeResponse] = deque()
         self._requests: list[ReceivedRequest] = []
         self._lock = threading.Lock()
@@ -137,6 +161,20 @@ class FakeLLM:
             self._requests.append(request)
             return self._script.popleft() if self._script else FakeResponse()
 
+    def _payload(self, response: FakeResponse, path: str, request: Any) -> bytes:
+        if response.body is None and response.json is None and path.endswith("/embeddings"):
+            inputs = request.get("input") if isinstance(request, dict) else None
+            if isinstance(inputs, str):  # OpenAI also takes one bare string
+                inputs = [inputs]
+            model = request.get("model") if isinstance(request, dict) else None
+            body = embeddings_body(
+                [str(text) for text in inputs or []],
+                self.embedding_dimensions,
+                model=model if isinstance(model, str) else "fake-embedding",
+            )
+            return json.dumps(body).encode()
+        return response.encoded(request)
+
 
 def _handler_for(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -156,7 +194,7 @@ def _handler_for(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
                 ReceivedRequest(method="POST", path=self.path, headers=headers, json=parsed)
             )
             time.sleep(response.delay)
-            payload = response.encoded(parsed)
+            payload = fake._payload(response, self.path, parsed)
             try:
                 self.send_response(response.status)
                 self.send_header("Content-Type", "application/json")

@@ -1,4 +1,4 @@
-"""A synchronous client for OpenAI-compatible chat-completions APIs.
+"""A synchronous client for OpenAI-compatible chat-completions and embeddings APIs.
 
 Every failure leaves as an `LLMError` with a stable code and a sentence of our own.
 Upstream bodies can echo prompts, keys or internal detail, so none of their text reaches
@@ -14,10 +14,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Literal, Self
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 import httpx2
-from pydantic import BaseModel, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    Field,
+    Strict,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from app.core.config import ProviderSettings
 
@@ -31,6 +39,7 @@ LLMErrorCode = Literal[
     "llm_auth_failed",
     "llm_bad_request",
     "llm_bad_response",
+    "embedding_dimensions_mismatch",
 ]
 
 _MESSAGES: dict[LLMErrorCode, str] = {
@@ -41,6 +50,9 @@ _MESSAGES: dict[LLMErrorCode, str] = {
     "llm_auth_failed": "The model provider refused this server's credentials.",
     "llm_bad_request": "The model provider refused the request.",
     "llm_bad_response": "The model provider sent a response that could not be read.",
+    "embedding_dimensions_mismatch": (
+        "The embedding model returned vectors of another length than the catalog says."
+    ),
 }
 _RETRYABLE: frozenset[LLMErrorCode] = frozenset(
     {"llm_unavailable", "llm_timeout", "llm_rate_limited"}
@@ -52,6 +64,11 @@ RETRY_AFTER_CAP = 30.0
 # Enough for the worker threads (THREADPOOL_SIZE) to share one provider without queueing
 # behind each other in the common case.
 _LIMITS = httpx2.Limits(max_connections=64, max_keepalive_connections=16, keepalive_expiry=30)
+# Inputs per embeddings call: providers cap a request (OpenAI at 2048 inputs and a token
+# total), and a smaller batch keeps one retry cheap. Callers split longer lists.
+MAX_EMBED_BATCH = 64
+
+_T = TypeVar("_T")
 
 
 class LLMError(Exception):
@@ -86,6 +103,13 @@ class Completion:
     finish_reason: str | None
 
 
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: list[list[float]]  # in the order of the inputs, each `dimensions` long
+    input_tokens: int | None  # None when the provider reports no usage (Ollama may not)
+    model: str  # as the provider reports it, else the requested one
+
+
 class _Usage(BaseModel):
     prompt_tokens: StrictInt = Field(ge=0)
     completion_tokens: StrictInt = Field(ge=0)
@@ -104,6 +128,26 @@ class _CompletionBody(BaseModel):
     model: StrictStr | None = None
     choices: list[_Choice] = Field(min_length=1)
     usage: _Usage
+
+
+# Strict: a JSON `true` or `"0.5"` is not a coordinate; NaN and infinities are refused too.
+_Coordinate = Annotated[float, Strict(), AllowInfNan(False)]
+
+
+class _EmbeddingItem(BaseModel):
+    index: StrictInt = Field(ge=0)
+    embedding: list[_Coordinate]
+
+
+class _EmbeddingUsage(BaseModel):
+    prompt_tokens: StrictInt | None = Field(default=None, ge=0)
+    total_tokens: StrictInt | None = Field(default=None, ge=0)
+
+
+class _EmbeddingsBody(BaseModel):
+    model: StrictStr | None = None
+    data: list[_EmbeddingItem]
+    usage: _EmbeddingUsage | None = None
 
 
 class LLMClient:
@@ -151,17 +195,84 @@ class LLMClient:
     ) -> Completion:
         """One chat completion; `on_attempt(n)` runs before each HTTP attempt (1-based).
         With a `deadline` (time.monotonic()), no attempt or wait runs past it."""
-        config = self._providers.get(provider)
-        if config is None:
-            raise LLMError("llm_not_configured")
-        base_url = config.base_url.rstrip("/")
-        http = self._http_client(base_url)
         payload = {
             "model": model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "max_tokens": max_tokens,
             "temperature": temperature,
         }
+        return self._post(
+            provider=provider,
+            path="/chat/completions",
+            payload=payload,
+            read=lambda response: _read_completion(response, requested_model=model),
+            on_attempt=on_attempt,
+            deadline=deadline,
+        )
+
+    def embed(
+        self,
+        *,
+        provider: str,
+        model: str,
+        inputs: Sequence[str],
+        dimensions: int,
+        on_attempt: Callable[[int], None] | None = None,
+        deadline: float | None = None,
+    ) -> Embeddings:
+        """One vector per input, in input order, each `dimensions` long; at most
+        MAX_EMBED_BATCH inputs. Retries, timeouts and `deadline` work as in `complete`."""
+        if not 1 <= len(inputs) <= MAX_EMBED_BATCH:
+            raise ValueError(f"embed takes 1 to {MAX_EMBED_BATCH} inputs, not {len(inputs)}")
+        if dimensions < 1:
+            raise ValueError("dimensions must be >= 1")
+        payload = {"model": model, "input": list(inputs), "encoding_format": "float"}
+        return self._post(
+            provider=provider,
+            path="/embeddings",
+            payload=payload,
+            read=lambda response: _read_embeddings(
+                response, requested_model=model, count=len(inputs), dimensions=dimensions
+            ),
+            on_attempt=on_attempt,
+            deadline=deadline,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
+            client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _post(
+        self,
+        *,
+        provider: str,
+        path: str,
+        payload: dict[str, Any],
+        read: Callable[[httpx2.Response], _T],
+        on_attempt: Callable[[int], None] | None,
+        deadline: float | None,
+    ) -> _T:
+        """POST `payload` to the provider's `path` with retries; `read` turns a 2xx into
+        the result (or raises). `on_attempt(n)` runs before each HTTP attempt (1-based)."""
+        config = self._providers.get(provider)
+        if config is None:
+            raise LLMError("llm_not_configured")
+        base_url = config.base_url.rstrip("/")
+        http = self._http_client(base_url)
         headers = {}
         if config.api_key is not None:
             headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
@@ -174,7 +285,7 @@ class LLMClient:
                 on_attempt(attempt)
             try:
                 response = http.post(
-                    f"{base_url}/chat/completions", json=payload, headers=headers, timeout=timeout
+                    f"{base_url}{path}", json=payload, headers=headers, timeout=timeout
                 )
             except httpx2.TimeoutException:
                 error = LLMError("llm_timeout")
@@ -184,7 +295,7 @@ class LLMClient:
                 error = LLMError("llm_bad_response")
             else:
                 if response.is_success:
-                    return _read_completion(response, requested_model=model)
+                    return read(response)
                 error = _status_error(response)
             delay = self._retry_delay(error, attempt) if attempt < attempts else None
             if delay is not None and deadline is not None and time.monotonic() + delay >= deadline:
@@ -209,24 +320,6 @@ class LLMClient:
             )
             self._sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
-
-    def close(self) -> None:
-        with self._lock:
-            clients = list(self._clients.values())
-            self._clients.clear()
-        for client in clients:
-            client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _http_client(self, base_url: str) -> httpx2.Client:
         with self._lock:
@@ -316,4 +409,40 @@ def _read_completion(response: httpx2.Response, *, requested_model: str) -> Comp
         output_tokens=body.usage.completion_tokens,
         model=body.model or requested_model,
         finish_reason=choice.finish_reason,
+    )
+
+
+def _read_embeddings(
+    response: httpx2.Response, *, requested_model: str, count: int, dimensions: int
+) -> Embeddings:
+    try:
+        body = _EmbeddingsBody.model_validate_json(response.content)
+    except ValidationError:
+        logger.warning("LLM embeddings response unreadable (status %s)", response.status_code)
+        raise LLMError("llm_bad_response", status_code=response.status_code) from None
+    items = sorted(body.data, key=lambda item: item.index)
+    if [item.index for item in items] != list(range(count)):
+        logger.warning(
+            "LLM embeddings response has %d vector(s) for %d input(s) or gaps in its indexes",
+            len(items),
+            count,
+        )
+        raise LLMError("llm_bad_response", status_code=response.status_code)
+    lengths = {len(item.embedding) for item in items}
+    if lengths != {dimensions}:
+        logger.warning(
+            "LLM embeddings of length(s) %s where the catalog says %d",
+            sorted(lengths),
+            dimensions,
+        )
+        raise LLMError("embedding_dimensions_mismatch", status_code=response.status_code)
+    input_tokens = None
+    if body.usage is not None:
+        input_tokens = body.usage.prompt_tokens
+        if input_tokens is None:
+            input_tokens = body.usage.total_tokens
+    return Embeddings(
+        vectors=[item.embedding for item in items],
+        input_tokens=input_tokens,
+        model=body.model or requested_model,
     )
