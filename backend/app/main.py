@@ -29,6 +29,7 @@ from app.core.security import decode_access_token
 from app.core.throttle import build_throttle
 from app.modules.storage import build_storage
 from app.tasks.dispatch import build_dispatcher
+from app.tasks.resources import build_llm_client
 
 API_PREFIX = "/api/v1"
 # Room for the multipart framing and the title around an upload's file; the service
@@ -56,6 +57,7 @@ def create_app(config: Settings | None = None) -> FastAPI:
         await run_in_threadpool(application.state.run_dispatcher.recover)
         yield
         await run_in_threadpool(application.state.run_dispatcher.close)
+        application.state.llm.close()
         application.state.engine.dispose()
 
     app = FastAPI(
@@ -73,6 +75,8 @@ def create_app(config: Settings | None = None) -> FastAPI:
     app.state.throttle = build_throttle(config)
     app.state.storage = storage
     app.state.run_dispatcher = dispatcher
+    # For the requests' own provider calls (embedding a search); runs use the dispatcher's.
+    app.state.llm = build_llm_client(config)
     app.include_router(api_router, prefix=API_PREFIX)
     unadmitted = frozenset({API_PREFIX + LIVENESS_PATH})
     app.openapi = openapi_builder(app, unadmitted_paths=unadmitted)  # type: ignore[method-assign]

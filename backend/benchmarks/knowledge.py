@@ -66,6 +66,9 @@ CHUNKS_PER_DOCUMENT = (10, 70)
 
 # ==================== text ====================
 
+# Knowledge bases here have no embedding model: search never calls a provider.
+NO_PROVIDERS = LLMClient(providers={})
+
 
 def _listed(words: str) -> list[str]:
     return words.split()
@@ -503,6 +506,7 @@ def measure_quality(
                 results = SearchService.search(
                     session=session,
                     config=config,
+                    llm=NO_PROVIDERS,
                     user=owner,
                     kb_id=knowledge_base.id,
                     query=SearchQuery(q=question, limit=SEARCH_LIMIT),
@@ -704,6 +708,7 @@ def timed_searches(
             SearchService.search(
                 session=session,
                 config=config,
+                llm=NO_PROVIDERS,
                 user=user,
                 kb_id=base.id,
                 query=SearchQuery(q=question, limit=SEARCH_LIMIT),

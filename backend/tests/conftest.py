@@ -121,8 +121,9 @@ def make_app(request: pytest.FixtureRequest, session_factory: Callable[[], Sessi
         application.dependency_overrides = {get_session: session_in_test_transaction}
         application.state.settings = config
         application.state.throttle = build_throttle(config)
+        application.state.llm = LLMClient(providers=config.LLM_PROVIDERS)
         application.state.run_dispatcher = InlineDispatcher(
-            llm=LLMClient(providers={}),
+            llm=LLMClient(providers=config.LLM_PROVIDERS),
             storage=build_storage(config),
             policy=RunPolicy.from_settings(config),
             ingest_policy=IngestPolicy.from_settings(config),

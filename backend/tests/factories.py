@@ -306,7 +306,8 @@ def create_chunk(
 
 
 class ParkedDispatcher:
-    """Delivers nothing: runs and documents stay queued, as behind a slow worker."""
+    """Delivers nothing: runs, documents and index builds stay queued, as behind a slow
+    worker."""
 
     policy = RunPolicy.from_settings(settings)
 
@@ -314,6 +315,9 @@ class ParkedDispatcher:
         pass
 
     def ingest(self, document_id: uuid.UUID) -> None:
+        pass
+
+    def index(self, kb_id: uuid.UUID) -> None:
         pass
 
     def recover(self) -> None:

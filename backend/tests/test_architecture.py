@@ -25,9 +25,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     "modules": frozenset({"core"}),
     "services": frozenset({"core", "models", "crud", "modules"}),
     "tasks": frozenset({"core", "modules", "services"}),
-    # deps.py reads the app's RunDispatcher and Storage (built by main) to hand them to
-    # services.
-    "api": frozenset({"core", "models", "services", "tasks", "crud.page", "modules.storage"}),
+    # deps.py reads the app's RunDispatcher, Storage and LLMClient (built by main) to hand
+    # them to services.
+    "api": frozenset(
+        {"core", "models", "services", "tasks", "crud.page", "modules.storage", "modules.llm"}
+    ),
     "alembic": frozenset({"core", "models"}),
     # The composition roots build everything; nothing imports them back.
     "main": frozenset(LAYERS),
@@ -37,6 +39,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 # Modules that must stay pure computation: the only modules of `app` they may import.
 PURE: dict[str, frozenset[str]] = {
     "app.core.pricing": frozenset({"app.core.types"}),
+    "app.core.vectors": frozenset(),
 }
 
 

@@ -13,6 +13,7 @@ from app.core.errors import PermissionDeniedError
 from app.core.logger import request_id_var
 from app.core.throttle import Throttle
 from app.models.user import User
+from app.modules.llm.client import LLMClient
 from app.modules.storage import Storage
 from app.services.auth_service import Authenticated, AuthService
 from app.services.context import RequestContext
@@ -106,3 +107,13 @@ def get_storage(request: Request) -> Storage:
 
 
 StorageDep = Annotated[Storage, Depends(get_storage)]
+
+
+async def get_llm(request: Request) -> LLMClient:
+    """The app's client for provider calls made while answering a request (embedding a
+    search); async: it only reads state."""
+    llm: LLMClient = request.app.state.llm
+    return llm
+
+
+LLMDep = Annotated[LLMClient, Depends(get_llm)]

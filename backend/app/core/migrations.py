@@ -1,6 +1,8 @@
 """Alembic, driven from code: `agentry migrate`, `agentry serve` and the tests use it."""
 
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -16,17 +18,23 @@ SCRIPT_LOCATION = Path(__file__).resolve().parent.parent / "alembic"
 # GIN index).
 _SEARCH_TABLE_PREFIX = "chunk_fts"
 _SEARCH_INDEX = "ix_chunk_search"
-_SEARCH_COLUMN = "search_vector"  # PostgreSQL only: a generated, stored tsvector
+_SEARCH_COLUMN = "search_vector"  # PostgreSQL only: a stored tsvector
+# PostgreSQL with pgvector only: chunk_vector's `embedding vector` column and its HNSW
+# indexes, one per embedding model (crud.chunk_vector).
+_VECTOR_COLUMN = ("chunk_vector", "embedding")
+VECTOR_INDEX_PREFIX = "ix_chunk_vector_hnsw_"
 
 
-def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
+def include_name(
+    name: str | None, type_: str, parent_names: MutableMapping[Any, str | None]
+) -> bool:
     """Whether autogenerate and the models-versus-migrations test compare this object."""
     if type_ == "table":
         return not (name or "").startswith(_SEARCH_TABLE_PREFIX)
     if type_ == "index":
-        return name != _SEARCH_INDEX
+        return name != _SEARCH_INDEX and not (name or "").startswith(VECTOR_INDEX_PREFIX)
     if type_ == "column":
-        return name != _SEARCH_COLUMN
+        return name != _SEARCH_COLUMN and (parent_names.get("table_name"), name) != _VECTOR_COLUMN
     return True
 
 

@@ -3,6 +3,7 @@
 import uuid
 from typing import TypeVar
 
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -10,6 +11,7 @@ from app.crud import text as text_crud
 from app.crud.page import Page
 from app.models.agent import Agent
 from app.models.ai_model import AIModel, AIModelListQuery
+from app.models.knowledge_base import KnowledgeBase
 from app.models.user import User
 
 T = TypeVar("T")
@@ -55,6 +57,19 @@ def list_models(*, session: Session, user: User, query: AIModelListQuery) -> Pag
 
 
 def is_in_use(*, session: Session, model: AIModel) -> bool:
-    """Whether any agent is bound to the model (and so it may not be deleted)."""
+    """Whether any agent is bound to the model, or any knowledge base wants or is served
+    by it (and so it may not be deleted)."""
     statement = select(Agent.id).where(Agent.model_id == model.id).limit(1)
-    return session.exec(statement).first() is not None
+    if session.exec(statement).first() is not None:
+        return True
+    indexes = (
+        select(KnowledgeBase.id)
+        .where(
+            or_(
+                col(KnowledgeBase.embedding_model_id) == model.id,
+                col(KnowledgeBase.index_model_id) == model.id,
+            )
+        )
+        .limit(1)
+    )
+    return session.exec(indexes).first() is not None

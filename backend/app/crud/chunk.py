@@ -64,6 +64,14 @@ def replace_chunks(
     write_search_vectors(session=session, document_ids=[document_id], language=language)
 
 
+def existing_ids(*, session: Session, chunk_ids: Sequence[int]) -> set[int]:
+    """Which of these passages still exist."""
+    if not chunk_ids:
+        return set()
+    statement = sa_select(col(Chunk.id)).where(col(Chunk.id).in_(chunk_ids))
+    return {int(chunk_id) for chunk_id in session.execute(statement).scalars()}
+
+
 def write_search_vectors(
     *, session: Session, document_ids: Sequence[uuid.UUID], language: str
 ) -> None:

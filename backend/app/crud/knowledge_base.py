@@ -57,6 +57,14 @@ def get_knowledge_base(*, session: Session, user: User, kb_id: uuid.UUID) -> Kno
     ).first()
 
 
+def get_many(*, session: Session, user: User, kb_ids: Sequence[uuid.UUID]) -> list[KnowledgeBase]:
+    """These knowledge bases, those of `user`'s own only."""
+    if not kb_ids:
+        return []
+    statement = select(KnowledgeBase).where(col(KnowledgeBase.id).in_(kb_ids))
+    return list(session.exec(_owned_by(statement, user)).all())
+
+
 def owned_ids(*, session: Session, user: User, kb_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
     """Which of `kb_ids` name knowledge bases of `user`'s own."""
     if not kb_ids:

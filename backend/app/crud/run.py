@@ -18,6 +18,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from app.core.db import exact_sum
 from app.crud.page import Page, read_page
+from app.models.knowledge_base import KnowledgeBase
 from app.models.run import ACTIVE_STATUSES, Run, RunListQuery, RunStatus
 from app.models.thread import Thread
 from app.models.usage import UsageEntry
@@ -89,8 +90,19 @@ def budget_use(*, session: Session, user: User, since: datetime) -> BudgetUse:
         )
         .scalar_subquery()
     )
-    row = session.execute(sa_select(spent, reserved)).one()
-    return BudgetUse(spent=Decimal(row[0] or 0), reserved=Decimal(row[1] or 0))
+    # A knowledge base holds the worst case of the embedding batch it has in flight.
+    indexing = (
+        select(exact_sum(KnowledgeBase.index_reserved_usd, dialect))
+        .where(
+            KnowledgeBase.owner_id == user.id,
+            col(KnowledgeBase.index_reserved_usd) != _ZERO,
+        )
+        .scalar_subquery()
+    )
+    row = session.execute(sa_select(spent, reserved, indexing)).one()
+    return BudgetUse(
+        spent=Decimal(row[0] or 0), reserved=Decimal(row[1] or 0) + Decimal(row[2] or 0)
+    )
 
 
 def lock_owner(*, session: Session, user: User) -> None:

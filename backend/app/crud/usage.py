@@ -62,7 +62,7 @@ def grouped(
     rows = session.execute(statement).all()
     return [
         UsageGroup(
-            key=str(k),
+            key="none" if k is None else str(k),  # an agent: none for index builds
             input_tokens=int(i),
             output_tokens=int(o),
             cost_usd=Decimal(c or 0),
@@ -79,4 +79,6 @@ def _group_key(group_by: str, dialect: str) -> Any:
         return func.to_char(func.timezone("UTC", col(UsageEntry.created_at)), "YYYY-MM-DD")
     if group_by == "model":  # the names the row copied: readable after the model is gone
         return col(UsageEntry.model_provider) + "/" + col(UsageEntry.model_name)
+    if group_by == "kind":  # chat or embedding
+        return col(UsageEntry.kind)
     return col(UsageEntry.agent_id) if group_by == "agent" else col(UsageEntry.user_id)

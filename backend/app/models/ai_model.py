@@ -3,16 +3,23 @@
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, WithJsonSchema, field_validator, model_validator
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.core.db import ExactDecimal, UTCDateTime, utcnow
 from app.core.types import PRICE_DIGITS, PRICE_PLACES, Input, Omittable, Patch, Price
 
 PROVIDER_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,49}$"
+MAX_DIMENSIONS = 16_000
+
+
+class ModelKind(StrEnum):
+    CHAT = "chat"  # answers conversations; backs agents
+    EMBEDDING = "embedding"  # turns passages and questions into vectors for knowledge bases
 
 
 class AIModelBase(SQLModel):
@@ -24,6 +31,17 @@ class AIModelBase(SQLModel):
     input_price_per_million: Price
     output_price_per_million: Price
     is_enabled: bool = True
+    kind: ModelKind = Field(
+        default=ModelKind.CHAT,
+        sa_type=String(16),
+        description="chat models back agents; embedding models index knowledge bases.",
+    )
+    dimensions: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_DIMENSIONS,
+        description="Length of an embedding model's vectors; null for chat models.",
+    )
 
 
 PROVIDER_NAME_UNIQUE = "uq_ai_model_provider_name"
@@ -76,10 +94,19 @@ class AIModelCreate(AIModelBase, Input):
         )
         return self
 
+    @model_validator(mode="after")
+    def _dimensions_for_embeddings(self) -> Self:
+        if self.kind == ModelKind.EMBEDDING and self.dimensions is None:
+            raise ValueError("an embedding model needs its dimensions")
+        if self.kind == ModelKind.CHAT and self.dimensions is not None:
+            raise ValueError("dimensions are for embedding models only")
+        return self
+
 
 class AIModelUpdate(Patch):
     """A superuser changes a model; absent fields stay as they are (every column is NOT
-    NULL, so null is refused)."""
+    NULL, so null is refused). Its kind and dimensions stay what they were created with:
+    agents and stored vectors depend on them."""
 
     provider: Omittable[str] = Field(
         default=None, min_length=1, max_length=50, schema_extra={"pattern": PROVIDER_PATTERN}

@@ -11,6 +11,7 @@ from sqlmodel import Field, SQLModel
 
 from app.core.db import BigIntId, UTCDateTime, utcnow
 from app.core.types import ListQuery, OffsetListQuery, Text
+from app.models.embedding import SearchMode
 
 
 class DocumentStatus(StrEnum):
@@ -55,6 +56,9 @@ class Document(SQLModel, table=True):
     lease_owner: str | None = Field(default=None, max_length=120)
     lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     attempts: int = 0
+    # Why its passages have no vectors of the knowledge base's embedding model (for
+    # example quota_exceeded); it stays searchable by keyword.
+    embedding_error_code: str | None = Field(default=None, max_length=64)
 
 
 class DocumentPublic(SQLModel):
@@ -72,6 +76,10 @@ class DocumentPublic(SQLModel):
     chunk_count: int | None
     created_at: datetime
     processed_at: datetime | None
+    embedding_error_code: str | None = Field(
+        description="Why its passages have no vectors (quota_exceeded, llm_...); "
+        "it is still searched by keyword."
+    )
 
 
 DocumentSort = Literal["created_at", "-created_at", "title", "-title", "size_bytes", "-size_bytes"]
@@ -124,6 +132,11 @@ class SearchQuery(ListQuery):
 
     q: Text = Field(min_length=1, max_length=1_000, description="Words, a question, anything.")
     limit: int = Field(default=10, ge=1, le=50, description="Passages to return, 1 to 50.")
+    mode: SearchMode | None = Field(
+        default=None,
+        description="keyword, semantic or hybrid; default hybrid when the knowledge base "
+        "has a semantic index, else keyword.",
+    )
 
 
 class SearchHit(SQLModel):
@@ -139,3 +152,4 @@ class SearchHit(SQLModel):
 
 class SearchResults(SQLModel):
     data: list[SearchHit]
+    mode: SearchMode = Field(description="How these passages were found.")

@@ -2,13 +2,15 @@
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Literal
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from app.core.db import UTCDateTime, utcnow
-from app.core.types import Input, OffsetListQuery, Omittable, Patch, Text
+from app.core.db import ExactDecimal, UTCDateTime, utcnow
+from app.core.types import COST_DIGITS, COST_PLACES, Input, OffsetListQuery, Omittable, Patch, Text
+from app.models.embedding import IndexStatus
 
 
 class KnowledgeBaseBase(SQLModel):
@@ -24,15 +26,54 @@ class KnowledgeBase(KnowledgeBaseBase, table=True):
     owner_id: uuid.UUID = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The semantic index (models/embedding.py): the model asked for, the model whose
+    # vectors serve searches, and the background build between them. No foreign keys (so
+    # that SQLite can add and drop the columns in place): the catalog refuses to delete a
+    # model a knowledge base names, as it does for agents (crud.ai_model.is_in_use).
+    embedding_model_id: uuid.UUID | None = None
+    index_model_id: uuid.UUID | None = None
+    index_status: IndexStatus = Field(default=IndexStatus.NONE, sa_type=String(16))
+    index_error_code: str | None = Field(default=None, max_length=64)
+    # As for runs and documents: who builds it and until when; when it is due again.
+    index_lease_owner: str | None = Field(default=None, max_length=120)
+    index_lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    index_attempts: int = 0
+    # Raised by whatever asks for a (re)build (a document became ready, the model changed);
+    # a build marks the index ready only if nothing asked again while it ran.
+    index_version: int = 0
+    # The worst case of the embedding batch in flight, held against the owner's budget.
+    index_reserved_usd: Decimal = Field(
+        default=Decimal(0), sa_type=ExactDecimal(COST_DIGITS, COST_PLACES)
+    )
 
 
 class KnowledgeBaseCreate(KnowledgeBaseBase, Input):
-    pass
+    embedding_model_id: uuid.UUID | None = Field(
+        default=None,
+        description="An enabled embedding model of the catalog; none: keyword search only.",
+    )
 
 
 class KnowledgeBaseUpdate(Patch):
     name: Omittable[str] = Field(default=None, min_length=1, max_length=100)
     description: Omittable[str] = Field(default=None, max_length=2_000)
+    embedding_model_id: uuid.UUID | None = Field(
+        default=None,
+        description="Another embedding model re-indexes in the background; null: keyword only.",
+    )
+
+
+class KnowledgeBaseIndex(SQLModel):
+    """The semantic index: which model serves, and how far a build has got."""
+
+    status: IndexStatus
+    model_id: uuid.UUID | None = Field(description="The model whose vectors serve searches.")
+    building_model_id: uuid.UUID | None = Field(
+        description="The model being built, while status is building."
+    )
+    chunks_embedded: int = Field(description="Passages with a vector of the wanted model.")
+    chunks_total: int = Field(description="Passages of the ready documents.")
+    error_code: str | None
 
 
 class KnowledgeBasePublic(KnowledgeBaseBase):
@@ -42,6 +83,8 @@ class KnowledgeBasePublic(KnowledgeBaseBase):
     updated_at: datetime
     document_count: int = Field(description="Documents in it, whatever their status.")
     size_bytes: int = Field(description="Bytes of its stored files.")
+    embedding_model_id: uuid.UUID | None
+    index: KnowledgeBaseIndex
 
 
 KnowledgeBaseSort = Literal[

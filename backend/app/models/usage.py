@@ -7,13 +7,19 @@ changes when users, agents, threads or models go away.
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Literal
 
-from sqlalchemy import Index
+from sqlalchemy import Index, String
 from sqlmodel import Field, SQLModel
 
 from app.core.db import BigIntId, ExactDecimal, TokenCount, UTCDateTime, utcnow
 from app.core.types import COST_DIGITS, COST_PLACES, PRICE_DIGITS, PRICE_PLACES
+
+
+class UsageKind(StrEnum):
+    CHAT = "chat"
+    EMBEDDING = "embedding"
 
 
 class UsageEntry(SQLModel, table=True):
@@ -23,9 +29,13 @@ class UsageEntry(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True, sa_type=BigIntId)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
     user_id: uuid.UUID
-    agent_id: uuid.UUID
-    thread_id: uuid.UUID
-    run_id: uuid.UUID = Field(index=True)
+    kind: UsageKind = Field(default=UsageKind.CHAT, sa_type=String(16))
+    # A chat call names its run, agent and thread; an embedding call its knowledge base
+    # (and the run whose question it embedded, if any).
+    agent_id: uuid.UUID | None = None
+    thread_id: uuid.UUID | None = None
+    run_id: uuid.UUID | None = Field(default=None, index=True)
+    knowledge_base_id: uuid.UUID | None = None
     model_id: uuid.UUID
     model_provider: str = Field(max_length=50)
     model_name: str = Field(max_length=200)
@@ -39,8 +49,8 @@ class UsageEntry(SQLModel, table=True):
     cost_usd: Decimal = Field(sa_type=ExactDecimal(COST_DIGITS, COST_PLACES))
 
 
-UserGroup = Literal["day", "model", "agent"]
-AdminGroup = Literal["day", "model", "agent", "user"]
+UserGroup = Literal["day", "model", "agent", "kind"]
+AdminGroup = Literal["day", "model", "agent", "kind", "user"]
 
 
 class UsageRow(SQLModel):

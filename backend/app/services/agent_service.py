@@ -12,6 +12,7 @@ from app.crud import run as run_crud
 from app.crud import user as user_crud
 from app.crud.page import Page
 from app.models.agent import Agent, AgentCreate, AgentListQuery, AgentPublic, AgentUpdate
+from app.models.ai_model import ModelKind
 from app.models.user import User
 
 
@@ -106,6 +107,12 @@ def _check_model(
             "model_id does not name an enabled model of the catalog",
             loc=("body", "model_id"),
             code="model_unavailable",
+        )
+    if model.kind != ModelKind.CHAT:
+        raise UnprocessableError(
+            "model_id names an embedding model; an agent needs a chat model",
+            loc=("body", "model_id"),
+            code="model_not_chat",
         )
     if max_output_tokens is not None and max_output_tokens > model.max_output_tokens:
         raise UnprocessableError(

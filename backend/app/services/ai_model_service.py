@@ -177,6 +177,13 @@ class AIModelService:
                 for field, value in model_in.model_dump(exclude_unset=True).items()
                 if getattr(existing, field) != value
             }
+            if changes.keys() & {"kind", "dimensions"}:
+                # Agents and stored vectors depend on them: a new model is a new entry.
+                raise UnprocessableError(
+                    f"{model_in.provider}/{model_in.name}: a model's kind and dimensions "
+                    "cannot change; add it under another name",
+                    loc=("models", model_in.name),
+                )
             if changes:
                 existing.sqlmodel_update(changes)
                 existing.updated_at = now

@@ -28,6 +28,7 @@ from app.core.db import utcnow
 from app.core.text import storable
 from app.crud import chunk as chunk_crud
 from app.crud import ingestion as ingestion_crud
+from app.crud import knowledge_index as index_crud
 from app.models.document import Chunk, DocumentStatus
 from app.modules.documents.chunking import ChunkDraft, chunk_document
 from app.modules.documents.detect import CONTENT_TYPES, UnsupportedDocument, detect_kind
@@ -91,9 +92,11 @@ class IngestionService:
         storage: Storage,
         leases: LeaseRegistry,
         policy: IngestPolicy,
-    ) -> None:
+    ) -> uuid.UUID | None:
         """Claims, reads, extracts, chunks and stores one delivered document; every path
-        ends it, or leaves it to a retry (storage away) or to the sweep (process died)."""
+        ends it, or leaves it to a retry (storage away) or to the sweep (process died).
+        Returns its knowledge base's id when the document became ready there: its
+        semantic index, if it has one, now has passages to embed."""
         owner = leases.new_owner()
         with session_factory() as session:
             claimed = ingestion_crud.claim(
@@ -104,12 +107,13 @@ class IngestionService:
             )
             session.commit()
         if claimed is None:
-            return  # another delivery has it, or it is done, or it was deleted
+            return None  # another delivery has it, or it is done, or it was deleted
         leases.hold(document_id, owner, seconds=policy.time_limit)
         try:
-            _ingest(claimed, owner, session_factory, storage, policy)
+            stored = _ingest(claimed, owner, session_factory, storage, policy)
         finally:
             leases.release(document_id)
+        return claimed.knowledge_base_id if stored else None
 
 
 def _ingest(
@@ -118,14 +122,16 @@ def _ingest(
     session_factory: SessionFactory,
     storage: Storage,
     policy: IngestPolicy,
-) -> None:
+) -> bool:
+    """Whether the document is now ready."""
     try:
         drafts, page_count = _read(claimed, storage, policy)
-        _store(claimed, owner, session_factory, drafts, page_count, policy.search_language)
+        return _store(claimed, owner, session_factory, drafts, page_count, policy.search_language)
     except _Retry:
         _retry(claimed, owner, session_factory, policy)
     except IngestionFailedError as failure:
         _end(claimed.id, owner, session_factory, failure)
+    return False
 
 
 def _read(
@@ -161,8 +167,9 @@ def _store(
     drafts: list[ChunkDraft],
     page_count: int | None,
     search_language: str,
-) -> None:
-    """The chunks and `ready`, in one transaction, if `owner` still holds the document."""
+) -> bool:
+    """The chunks and `ready`, in one transaction, if `owner` still holds the document;
+    its knowledge base's semantic index, if any, is asked to embed them."""
     chunks = [_chunk(claimed, draft) for draft in drafts]
     values: dict[str, Any] = {
         "status": DocumentStatus.READY,
@@ -171,6 +178,7 @@ def _store(
         "processed_at": utcnow(),
         "error_code": None,
         "error_message": None,
+        "embedding_error_code": None,
     }
     try:
         with session_factory() as session:
@@ -184,7 +192,12 @@ def _store(
                     chunks=chunks,
                     language=search_language,
                 )
+                index_crud.request_build(
+                    session=session, kb_ids=[claimed.knowledge_base_id], now=utcnow()
+                )
                 session.commit()
+                return True
+            return False
     except Exception as error:
         logger.error("document %s: chunks not stored (%s)", claimed.id, type(error).__name__)
         raise IngestionFailedError(

@@ -2,25 +2,34 @@
 sources, and which of them its answer cites.
 
 A run of an agent with knowledge bases searches them (its owner's alone) for the newest
-user message, with the previous one too when the newest is short ("and in 2023?"), and
-sends the best passages as one system message of numbered sources. The answer's `[n]`
+user message, with the previous one too when the newest is short ("and in 2023?"), by
+words and, where a knowledge base has a semantic index, by meaning (fused as in
+search), and sends the best passages as one system message of numbered sources. The answer's `[n]`
 markers become citations that copy what they point at, so they outlive the documents.
 """
 
+import logging
 import re
 import uuid
 from collections.abc import Sequence
 
 from sqlmodel import Session
 
+from app.core.errors import PaymentRequiredError
 from app.crud import agent as agent_crud
 from app.crud import chunk as chunk_crud
+from app.crud import knowledge_base as kb_crud
 from app.crud import user as user_crud
 from app.models.citation import QUOTE_MAX_LENGTH, Citation
 from app.models.document import SearchHit
-from app.modules.llm.client import ChatMessage
+from app.models.run import Run
+from app.modules.llm.client import ChatMessage, LLMClient, LLMError
 from app.modules.llm.context import Sources
-from app.services.search_service import query_terms
+from app.services.embedding_service import ChargedTo
+from app.services.search_service import query_terms, search_words
+from app.services.semantic_search import CANDIDATES, cap, fuse, semantic_hits
+
+logger = logging.getLogger("agentry.runs")
 
 # The most the sources may take of a request, in estimated tokens (context.py): six
 # passages of about 500 tokens (chunking's target) at the estimate's 3 bytes a token,
@@ -56,31 +65,78 @@ def question_words(history: Sequence[ChatMessage]) -> list[str]:
     return [word for word in words if len(word) <= MAX_WORD_LENGTH][:MAX_SEARCH_WORDS]
 
 
+def question_text(history: Sequence[ChatMessage]) -> str:
+    """What to embed: the newest user message, after the previous one when the newest is
+    short (a follow-up)."""
+    users = [message.content for message in history if message.role == "user"]
+    if not users:
+        return ""
+    if len(search_words(users[-1])) < SHORT_QUESTION_WORDS and len(users) > 1:
+        return f"{users[-2]}\n{users[-1]}"
+    return users[-1]
+
+
 def retrieve(
     *,
     session: Session,
-    owner_id: uuid.UUID,
-    agent_id: uuid.UUID,
+    llm: LLMClient,
+    run: Run,
     history: Sequence[ChatMessage],
     language: str,
+    deadline: float | None = None,
 ) -> list[SearchHit]:
     """The best passages of the agent's knowledge bases for the conversation's newest
-    question, searched as the agent's owner (the run's), at most MAX_SOURCES of them and
-    MAX_SOURCES_PER_DOCUMENT of any one document."""
-    kb_ids = agent_crud.knowledge_base_ids(session=session, agent_ids=[agent_id]).get(agent_id)
-    words = question_words(history)
-    owner = user_crud.get_user(session=session, user_id=owner_id)
-    if not kb_ids or not words or owner is None:
-        return []
-    return chunk_crud.search(
-        session=session,
-        user=owner,
-        knowledge_base_ids=kb_ids,
-        words=words,
-        limit=MAX_SOURCES,
-        language=language,
-        per_document=MAX_SOURCES_PER_DOCUMENT,
+    question, searched as the run's owner, at most MAX_SOURCES of them and
+    MAX_SOURCES_PER_DOCUMENT of any one document: by words and, where a knowledge base
+    has a semantic index, by meaning too (fused). Embedding the question is billed to the
+    run's owner; if it cannot be (provider away, budget spent) words alone decide."""
+    kb_ids = agent_crud.knowledge_base_ids(session=session, agent_ids=[run.agent_id]).get(
+        run.agent_id
     )
+    owner = user_crud.get_user(session=session, user_id=run.owner_id)
+    if not kb_ids or owner is None:
+        return []
+    words = question_words(history)
+    keyword = (
+        chunk_crud.search(
+            session=session,
+            user=owner,
+            knowledge_base_ids=kb_ids,
+            words=words,
+            limit=CANDIDATES,
+            language=language,
+            per_document=MAX_SOURCES_PER_DOCUMENT,
+        )
+        if words
+        else []
+    )
+    knowledge_bases = kb_crud.get_many(session=session, user=owner, kb_ids=kb_ids)
+    question = question_text(history)
+    semantic: list[SearchHit] = []
+    if question and any(kb.index_model_id for kb in knowledge_bases):
+        try:
+            semantic = semantic_hits(
+                session=session,
+                llm=llm,
+                user=owner,
+                knowledge_bases=knowledge_bases,
+                question=question,
+                limit=CANDIDATES,
+                charged_to=ChargedTo(
+                    user_id=run.owner_id,
+                    knowledge_base_id=None,
+                    run_id=run.id,
+                    agent_id=run.agent_id,
+                    thread_id=run.thread_id,
+                ),
+                deadline=deadline,
+            )
+        except (LLMError, PaymentRequiredError) as error:
+            code = error.code if isinstance(error, LLMError) else error.error_code
+            logger.warning("run %s: sources by keyword only (%s)", run.id, code)
+    if not semantic:
+        return cap(keyword, limit=MAX_SOURCES, per_document=MAX_SOURCES_PER_DOCUMENT)
+    return fuse([keyword, semantic], limit=MAX_SOURCES, per_document=MAX_SOURCES_PER_DOCUMENT)
 
 
 def sources(hits: Sequence[SearchHit], *, max_tokens: int) -> Sources:

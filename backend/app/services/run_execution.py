@@ -117,7 +117,7 @@ def _execute_claimed(
         attempts += 1
 
     try:
-        prepared = _prepare(run_id, session_factory, policy.search_language)
+        prepared = _prepare(run_id, session_factory, llm, policy.search_language)
         if prepared is None:
             _end(run_id, owner, session_factory, policy, failure=None, attempts=0)
             return  # cancelled before the call: nothing spent
@@ -144,7 +144,7 @@ def _execute_claimed(
 
 
 def _prepare(
-    run_id: uuid.UUID, session_factory: SessionFactory, search_language: str
+    run_id: uuid.UUID, session_factory: SessionFactory, llm: LLMClient, search_language: str
 ) -> _Prepared | None:
     """What to send, from what the run was priced at; None if it was cancelled meanwhile."""
     with session_factory() as session:
@@ -161,11 +161,7 @@ def _prepare(
         hits = None
         if run.source_tokens > 0:  # priced with sources: the agent had knowledge bases
             hits = retrieval.retrieve(
-                session=session,
-                owner_id=run.owner_id,
-                agent_id=run.agent_id,
-                history=history,
-                language=search_language,
+                session=session, llm=llm, run=run, history=history, language=search_language
             )
         try:
             fitted = fit_context(

@@ -7,6 +7,7 @@ is ever read as query syntax, so nothing typed is an error, and one word that ap
 nowhere never hides the passages that hold the others.
 """
 
+import logging
 import unicodedata
 import uuid
 from collections.abc import Iterator
@@ -14,11 +15,26 @@ from collections.abc import Iterator
 from sqlmodel import Session
 
 from app.core.config import Settings
-from app.core.errors import NotFoundError
+from app.core.errors import (
+    AppError,
+    ConflictError,
+    NotFoundError,
+    PaymentRequiredError,
+    ServiceUnavailableError,
+)
 from app.crud import chunk as chunk_crud
 from app.crud import knowledge_base as knowledge_base_crud
 from app.models.document import SearchQuery, SearchResults
+from app.models.embedding import SearchMode
 from app.models.user import User
+from app.modules.llm.client import LLMClient, LLMError
+from app.services.embedding_service import ChargedTo
+from app.services.semantic_search import CANDIDATES, cap, fuse, semantic_hits
+
+logger = logging.getLogger("agentry.search")
+
+# Passages of one document a fused (hybrid) answer keeps at most.
+PER_DOCUMENT = 3
 
 # Letters, marks (accents, vowel signs) and numbers, as the full-text indexes read them.
 _WORD_CATEGORIES = frozenset("LMN")
@@ -92,22 +108,80 @@ class SearchService:
 
     @staticmethod
     def search(
-        *, session: Session, config: Settings, user: User, kb_id: uuid.UUID, query: SearchQuery
+        *,
+        session: Session,
+        config: Settings,
+        llm: LLMClient,
+        user: User,
+        kb_id: uuid.UUID,
+        query: SearchQuery,
     ) -> SearchResults:
+        """By words, by meaning, or both fused (hybrid, the default when the knowledge
+        base has a semantic index). Hybrid falls back to words alone, and says so in
+        `mode`, when the question cannot be embedded (provider away, budget spent)."""
         knowledge_base = knowledge_base_crud.get_knowledge_base(
             session=session, user=user, kb_id=kb_id
         )
         if knowledge_base is None:
             raise NotFoundError("Knowledge base not found")
-        words = query_terms(query.q)
-        if not words:
-            return SearchResults(data=[])
-        hits = chunk_crud.search(
-            session=session,
-            user=user,
-            knowledge_base_ids=[knowledge_base.id],
-            words=words,
-            limit=query.limit,
-            language=config.SEARCH_LANGUAGE,
+        mode = query.mode or (
+            SearchMode.HYBRID if knowledge_base.index_model_id else SearchMode.KEYWORD
         )
-        return SearchResults(data=hits)
+        if mode != SearchMode.KEYWORD and knowledge_base.index_model_id is None:
+            raise ConflictError(
+                "This knowledge base has no semantic index yet; give it an embedding model "
+                "and wait for its index, or search by keyword",
+                code="semantic_index_unavailable",
+            )
+        words = query_terms(query.q)
+        candidates = query.limit if mode == SearchMode.KEYWORD else CANDIDATES
+        keyword = (
+            chunk_crud.search(
+                session=session,
+                user=user,
+                knowledge_base_ids=[knowledge_base.id],
+                words=words,
+                limit=candidates,
+                language=config.SEARCH_LANGUAGE,
+            )
+            if words and mode != SearchMode.SEMANTIC
+            else []
+        )
+        if mode == SearchMode.KEYWORD:
+            return SearchResults(data=keyword, mode=mode)
+        try:
+            semantic = semantic_hits(
+                session=session,
+                llm=llm,
+                user=user,
+                knowledge_bases=[knowledge_base],
+                question=query.q,
+                limit=query.limit if mode == SearchMode.SEMANTIC else CANDIDATES,
+                charged_to=ChargedTo(user_id=user.id, knowledge_base_id=knowledge_base.id),
+            )
+        except (LLMError, PaymentRequiredError) as error:
+            if mode == SearchMode.SEMANTIC:
+                raise _not_embedded(error) from error
+            logger.warning("hybrid search by keyword only: %s", _code_of(error))
+            return SearchResults(
+                data=cap(keyword, limit=query.limit, per_document=PER_DOCUMENT),
+                mode=SearchMode.KEYWORD,
+            )
+        if mode == SearchMode.SEMANTIC:
+            return SearchResults(data=semantic, mode=mode)
+        return SearchResults(
+            data=fuse([keyword, semantic], limit=query.limit, per_document=PER_DOCUMENT),
+            mode=mode,
+        )
+
+
+def _code_of(error: LLMError | PaymentRequiredError) -> str:
+    return error.code if isinstance(error, LLMError) else error.error_code
+
+
+def _not_embedded(error: LLMError | PaymentRequiredError) -> AppError:
+    if isinstance(error, PaymentRequiredError):
+        return error
+    return ServiceUnavailableError(
+        "The question could not be embedded: " + error.message, code=error.code
+    )

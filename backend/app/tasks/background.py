@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from app.modules.llm.client import LLMClient
 from app.modules.storage import Storage
-from app.services import ingestion_recovery
+from app.services import index_service, ingestion_recovery
+from app.services.index_service import IndexPolicy, IndexService
 from app.services.ingestion_service import IngestionService, IngestPolicy
 from app.services.run_runtime import Dispatch, LeaseRegistry, RunPolicy, SessionFactory
 from app.services.run_service import RunService
@@ -64,8 +65,16 @@ class RunHost:
         self.session_factory = session_factory
         self.llm = llm
         self.storage = storage
+        # Semantic index builds ride with ingestion: same lane, leases and timings.
+        self.index_policy = IndexPolicy(
+            lease=ingest_policy.lease,
+            redeliver_after=ingest_policy.redeliver_after,
+            time_limit=ingest_policy.time_limit,
+            max_attempts=ingest_policy.max_attempts,
+        )
         self.leases = LeaseRegistry()
         self.ingest_leases = LeaseRegistry()
+        self.index_leases = LeaseRegistry()
         self._loops: list[Periodic] = []
 
     def execute(self, run_id: uuid.UUID) -> None:
@@ -80,17 +89,33 @@ class RunHost:
         )
 
     def ingest(self, document_id: uuid.UUID) -> None:
+        """Ingests a document, then embeds its passages if its knowledge base has a
+        semantic index (in this same delivery: a build already running elsewhere is
+        left to go round again)."""
         if self.storage is None:
             raise RuntimeError("this process delivers documents but does not ingest them")
-        IngestionService.process(
+        kb_id = IngestionService.process(
             document_id,
             session_factory=self.session_factory,
             storage=self.storage,
             leases=self.ingest_leases,
             policy=self.ingest_policy,
         )
+        if kb_id is not None:
+            self.index(kb_id)
 
-    def start(self, dispatch: Dispatch, ingest: Dispatch) -> None:
+    def index(self, kb_id: uuid.UUID) -> None:
+        if self.llm is None:
+            raise RuntimeError("this process delivers index builds but does not run them")
+        IndexService.build(
+            kb_id,
+            session_factory=self.session_factory,
+            llm=self.llm,
+            leases=self.index_leases,
+            policy=self.index_policy,
+        )
+
+    def start(self, dispatch: Dispatch, ingest: Dispatch, index: Dispatch) -> None:
         """Recovers what dead processes of this host left, then starts the loops."""
         try:
             RunService.recover(
@@ -108,11 +133,18 @@ class RunHost:
                     session_factory=self.session_factory, policy=self.policy, dispatch=dispatch
                 )
             finally:  # a failing run sweep does not hold documents up, nor the reverse
-                ingestion_recovery.sweep(
-                    session_factory=self.session_factory,
-                    policy=self.ingest_policy,
-                    dispatch=ingest,
-                )
+                try:
+                    ingestion_recovery.sweep(
+                        session_factory=self.session_factory,
+                        policy=self.ingest_policy,
+                        dispatch=ingest,
+                    )
+                finally:
+                    index_service.sweep(
+                        session_factory=self.session_factory,
+                        policy=self.index_policy,
+                        dispatch=index,
+                    )
 
         def renew() -> None:
             try:
@@ -120,11 +152,18 @@ class RunHost:
                     session_factory=self.session_factory, leases=self.leases, policy=self.policy
                 )
             finally:
-                ingestion_recovery.renew(
-                    session_factory=self.session_factory,
-                    leases=self.ingest_leases,
-                    policy=self.ingest_policy,
-                )
+                try:
+                    ingestion_recovery.renew(
+                        session_factory=self.session_factory,
+                        leases=self.ingest_leases,
+                        policy=self.ingest_policy,
+                    )
+                finally:
+                    index_service.renew(
+                        session_factory=self.session_factory,
+                        leases=self.index_leases,
+                        policy=self.index_policy,
+                    )
 
         self._loops = [Periodic("agentry-run-sweep", self.policy.sweep_interval, sweep)]
         if self.llm is not None or self.storage is not None:

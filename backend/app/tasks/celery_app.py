@@ -24,6 +24,7 @@ logger = logging.getLogger("agentry.runs")
 
 EXECUTE_RUN = "agentry.execute_run"
 INGEST_DOCUMENT = "agentry.ingest_document"
+INDEX_KNOWLEDGE_BASE = "agentry.index_knowledge_base"
 RUN_QUEUE = "celery"  # Celery's default queue
 INGEST_QUEUE = "agentry.ingest"
 # What `agentry worker` consumes unless told otherwise (--queues).
@@ -85,6 +86,10 @@ def build_worker_app(config: Settings, *, session_factory: SessionFactory) -> Ce
     def ingest_document(document_id: str) -> None:
         runs.host.ingest(uuid.UUID(document_id))
 
+    @celery.task(name=INDEX_KNOWLEDGE_BASE)
+    def index_knowledge_base(kb_id: str) -> None:
+        runs.host.index(uuid.UUID(kb_id))
+
     worker_ready.connect(runs.start, weak=False)
     worker_shutdown.connect(runs.stop, weak=False)
     return celery
@@ -108,6 +113,9 @@ class Publisher:
 
     def ingest(self, document_id: uuid.UUID) -> None:
         self._send(INGEST_DOCUMENT, document_id, INGEST_QUEUE)
+
+    def index(self, kb_id: uuid.UUID) -> None:
+        self._send(INDEX_KNOWLEDGE_BASE, kb_id, INGEST_QUEUE)
 
     def _send(self, task: str, object_id: uuid.UUID, queue: str) -> None:
         if not self._free.acquire(blocking=False):
@@ -152,7 +160,9 @@ class _WorkerRuns:
     def start(self, sender: Any = None, **_kwargs: Any) -> None:
         if getattr(sender, "app", None) is not self.celery:
             return  # another Celery app's worker (signals are process-wide)
-        self.host.start(dispatch=self.publisher, ingest=self.publisher.ingest)
+        self.host.start(
+            dispatch=self.publisher, ingest=self.publisher.ingest, index=self.publisher.index
+        )
         logger.info("worker ready: sweeping every %ss", self.host.policy.sweep_interval)
 
     def stop(self, sender: Any = None, **_kwargs: Any) -> None:

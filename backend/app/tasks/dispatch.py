@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from app.core.config import Settings
 from app.modules.llm.client import LLMClient
 from app.modules.storage import Storage
-from app.services import ingestion_recovery
+from app.services import index_service, ingestion_recovery
 from app.services.ingestion_service import IngestPolicy
 from app.services.run_recovery import SweepReport
 from app.services.run_runtime import QueueUnavailableError, RunPolicy, SessionFactory
@@ -42,6 +42,10 @@ class RunDispatcher(Protocol):
 
     def ingest(self, document_id: uuid.UUID) -> None:
         """Delivers a queued document to ingestion; raises QueueUnavailableError if it cannot."""
+
+    def index(self, kb_id: uuid.UUID) -> None:
+        """Delivers a knowledge base's semantic index build (on the ingestion lane);
+        raises QueueUnavailableError if it cannot."""
 
     def recover(self) -> None:
         """At start-up: recover what dead processes left, start the background loops."""
@@ -103,6 +107,7 @@ class ThreadPoolDispatcher:
         )
         self.runs = _Lane(workers=workers, name="agentry-run", work=self.host.execute)
         self.documents = _Lane(workers=ingest_workers, name="agentry-ingest", work=self.host.ingest)
+        self.indexes = _Lane(workers=ingest_workers, name="agentry-index", work=self.host.index)
 
     def dispatch(self, run_id: uuid.UUID) -> None:
         self.runs.submit(run_id)
@@ -110,14 +115,18 @@ class ThreadPoolDispatcher:
     def ingest(self, document_id: uuid.UUID) -> None:
         self.documents.submit(document_id)
 
+    def index(self, kb_id: uuid.UUID) -> None:
+        self.indexes.submit(kb_id)
+
     def recover(self) -> None:
-        self.host.start(dispatch=self.dispatch, ingest=self.ingest)
+        self.host.start(dispatch=self.dispatch, ingest=self.ingest, index=self.index)
 
     def close(self) -> None:
         # Runs and documents not started stay queued for another process; started ones
         # finish while the heartbeat still renews their leases.
         self.runs.shutdown()
         self.documents.shutdown()
+        self.indexes.shutdown()
         self.host.stop()
 
 
@@ -150,6 +159,9 @@ class InlineDispatcher:
     def ingest(self, document_id: uuid.UUID) -> None:
         self.host.ingest(document_id)
 
+    def index(self, kb_id: uuid.UUID) -> None:
+        self.host.index(kb_id)
+
     def recover(self) -> None:
         RunService.recover(
             session_factory=self.host.session_factory, policy=self.policy, dispatch=self.dispatch
@@ -170,6 +182,13 @@ class InlineDispatcher:
             session_factory=self.host.session_factory,
             policy=self.host.ingest_policy,
             dispatch=self.ingest,
+        )
+
+    def sweep_indexes(self) -> int:
+        return index_service.sweep(
+            session_factory=self.host.session_factory,
+            policy=self.host.index_policy,
+            dispatch=self.index,
         )
 
     def close(self) -> None:
@@ -203,8 +222,11 @@ class CeleryDispatcher:
     def ingest(self, document_id: uuid.UUID) -> None:
         self.publisher.ingest(document_id)
 
+    def index(self, kb_id: uuid.UUID) -> None:
+        self.publisher.index(kb_id)
+
     def recover(self) -> None:
-        self.host.start(dispatch=self.dispatch, ingest=self.ingest)
+        self.host.start(dispatch=self.dispatch, ingest=self.ingest, index=self.index)
 
     def close(self) -> None:
         self.host.stop()

@@ -170,6 +170,8 @@ class TestReadModel:
             "input_price_per_million": "2.000000",
             "output_price_per_million": "8.000000",
             "is_enabled": True,
+            "kind": "chat",
+            "dimensions": None,
             "is_configured": False,
             "created_at": body["created_at"],
             "updated_at": body["updated_at"],

@@ -167,7 +167,7 @@ class TestSearchKnowledgeBase:
     ) -> None:
         response = search(client, kb, user_headers, q)
         assert response.status_code == 200
-        assert response.json() == {"data": []}
+        assert response.json() == {"data": [], "mode": "keyword"}
 
     def test_a_word_found_nowhere_does_not_hide_the_others(
         self,
@@ -212,7 +212,7 @@ class TestSearchKnowledgeBase:
     ) -> None:
         response = search(client, kb, user_headers, "zyxwvut qqqq")
         assert response.status_code == 200
-        assert response.json() == {"data": []}
+        assert response.json() == {"data": [], "mode": "keyword"}
 
     def test_the_limit_counts_only_passages_of_this_knowledge_base(
         self,
@@ -337,7 +337,7 @@ class TestSearchKnowledgeBase:
         create_chunk(db, document=document, text="an unfinished passage about refunds")
         response = search(client, kb, user_headers, "unfinished refunds")
         assert response.status_code == 200
-        assert response.json() == {"data": []}
+        assert response.json() == {"data": [], "mode": "keyword"}
         assert db.exec(select(Chunk).where(Chunk.document_id == document.id)).one()
 
 
@@ -370,7 +370,7 @@ class TestSearchAfterUploadAndDelete:
         assert deleted.status_code == 204
         after = search(client, kb, user_headers, "How do I claim on the kettle's warranty?")
         assert after.status_code == 200
-        assert after.json() == {"data": []}
+        assert after.json() == {"data": [], "mode": "keyword"}
         db.expire_all()
         assert db.get(Document, uuid.UUID(document_id)) is None
         left = db.exec(

@@ -61,13 +61,19 @@ def list_knowledge_bases(
     status_code=status.HTTP_201_CREATED,
     operation_id="create_knowledge_base",
     summary="Create a knowledge base",
-    responses=error_responses(401, 409),
+    responses=error_responses(401, 409, 422),
 )
 def create_knowledge_base(
-    session: SessionDep, current_user: CurrentUser, kb_in: KnowledgeBaseCreate
+    session: SessionDep,
+    current_user: CurrentUser,
+    dispatcher: RunDispatcherDep,
+    kb_in: KnowledgeBaseCreate,
 ) -> KnowledgeBasePublic:
-    """Create an empty knowledge base; names are unique among mine."""
-    return KnowledgeBaseService.create(session=session, user=current_user, kb_in=kb_in)
+    """Create an empty knowledge base; names are unique among mine. With an embedding
+    model its passages are also searched by meaning."""
+    return KnowledgeBaseService.create(
+        session=session, user=current_user, kb_in=kb_in, index=dispatcher.index
+    )
 
 
 @router.get(
@@ -89,13 +95,20 @@ def read_knowledge_base(
     response_model=KnowledgeBasePublic,
     operation_id="update_knowledge_base",
     summary="Update a knowledge base",
-    responses=error_responses(401, 404, 409),
+    responses=error_responses(401, 404, 409, 422),
 )
 def update_knowledge_base(
-    session: SessionDep, current_user: CurrentUser, kb_id: uuid.UUID, kb_in: KnowledgeBaseUpdate
+    session: SessionDep,
+    current_user: CurrentUser,
+    dispatcher: RunDispatcherDep,
+    kb_id: uuid.UUID,
+    kb_in: KnowledgeBaseUpdate,
 ) -> KnowledgeBasePublic:
-    """Rename a knowledge base of mine or change its description."""
-    return KnowledgeBaseService.update(session=session, user=current_user, kb_id=kb_id, kb_in=kb_in)
+    """Rename a knowledge base of mine, change its description, or change its embedding
+    model: the new index is built in the background while the old one keeps serving."""
+    return KnowledgeBaseService.update(
+        session=session, user=current_user, kb_id=kb_id, kb_in=kb_in, index=dispatcher.index
+    )
 
 
 @router.delete(
