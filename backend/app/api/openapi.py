@@ -34,7 +34,7 @@ def openapi_builder(app: FastAPI, *, unadmitted_paths: frozenset[str]) -> Callab
             version=app.version,
             summary=app.summary,
             routes=app.routes,
-            separate_input_output_schemas=False,
+            separate_input_output_schemas=True,
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         error_schema = ErrorResponse.model_json_schema(ref_template=_REF)

@@ -16,6 +16,7 @@ from pydantic import (
     EmailStr,
     Field,
     GetJsonSchemaHandler,
+    PlainSerializer,
     StringConstraints,
     TypeAdapter,
     ValidationError,
@@ -167,6 +168,22 @@ Budget = Annotated[
     _usd("USD per calendar month, as a decimal string."),
 ]
 
+# Amounts the server sends: always a JSON string of plain digits (never an exponent, never
+# a number), as many places as the column keeps. Clients add them with a decimal type.
+MONEY_PATTERN = rf"^-?[0-9]+(\.[0-9]{{1,{COST_PLACES}}})?$"
+Money = Annotated[
+    Decimal,
+    PlainSerializer(lambda value: format(value, "f"), return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": MONEY_PATTERN,
+            "examples": ["0.001250000000"],
+            "description": "USD, as an exact decimal string.",
+        }
+    ),
+]
+
 # ==================== time ====================
 
 # What every engine stores and Python computes with: a day inside `datetime`'s own range
@@ -223,6 +240,14 @@ class _NotNull:
 NOT_NULL = _NotNull()
 # `name: Omittable[str] = None`: absent means unchanged; null is refused with 422.
 Omittable = Annotated[T | None, NOT_NULL]
+
+
+class Output(SQLModel):
+    """Base of response schemas: a field with a default is still always sent, so the
+    schema marks every field required (nullable where it can be null), and generated
+    clients type none of them as optional."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)  # type: ignore[assignment]
 
 
 class Input(SQLModel):

@@ -5,7 +5,7 @@ from typing import Literal
 from sqlmodel import Field, SQLModel
 
 from app.core.db import UTCDateTime, utcnow
-from app.core.types import Input, OffsetListQuery, Omittable, Patch, Text
+from app.core.types import Input, OffsetListQuery, Omittable, Output, Patch, Text
 
 
 class AgentBase(SQLModel):
@@ -70,7 +70,7 @@ class AgentUpdate(Patch):
     )
 
 
-class AgentPublic(AgentBase):
+class AgentPublic(AgentBase, Output):
     id: uuid.UUID
     owner_id: uuid.UUID
     knowledge_base_ids: list[uuid.UUID] = Field(

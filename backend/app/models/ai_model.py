@@ -11,7 +11,7 @@ from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.core.db import ExactDecimal, UTCDateTime, utcnow
-from app.core.types import PRICE_DIGITS, PRICE_PLACES, Input, Omittable, Patch, Price
+from app.core.types import PRICE_DIGITS, PRICE_PLACES, Input, Omittable, Output, Patch, Price
 
 PROVIDER_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,49}$"
 MAX_DIMENSIONS = 16_000
@@ -149,7 +149,7 @@ PublicPrice = Annotated[
 ]
 
 
-class AIModelPublic(AIModelBase):
+class AIModelPublic(AIModelBase, Output):
     input_price_per_million: PublicPrice
     output_price_per_million: PublicPrice
     id: uuid.UUID

@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlmodel import Field, SQLModel
 
 from app.core.db import UTCDateTime, utcnow
-from app.core.types import Email, Input, NewPassword
+from app.core.types import Email, Input, NewPassword, Output
 
 TOKEN_HASH_LENGTH = 64  # hex SHA-256
 
@@ -50,7 +50,7 @@ class PasswordResetToken(SQLModel, table=True):
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-class TokenPair(SQLModel):
+class TokenPair(Output):
     access_token: str
     refresh_token: str
     token_type: str = "bearer"  # noqa: S105 (OAuth2's name for the scheme)

@@ -9,7 +9,16 @@ from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.core.db import ExactDecimal, UTCDateTime, utcnow
-from app.core.types import COST_DIGITS, COST_PLACES, Input, OffsetListQuery, Omittable, Patch, Text
+from app.core.types import (
+    COST_DIGITS,
+    COST_PLACES,
+    Input,
+    OffsetListQuery,
+    Omittable,
+    Output,
+    Patch,
+    Text,
+)
 from app.models.embedding import IndexStatus
 
 
@@ -76,7 +85,7 @@ class KnowledgeBaseIndex(SQLModel):
     error_code: str | None
 
 
-class KnowledgeBasePublic(KnowledgeBaseBase):
+class KnowledgeBasePublic(KnowledgeBaseBase, Output):
     id: uuid.UUID
     owner_id: uuid.UUID
     created_at: datetime

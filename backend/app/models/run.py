@@ -9,7 +9,14 @@ from sqlalchemy import Index, String, Text
 from sqlmodel import Field, SQLModel
 
 from app.core.db import ExactDecimal, UTCDateTime, utcnow
-from app.core.types import COST_DIGITS, COST_PLACES, PRICE_DIGITS, PRICE_PLACES, OffsetListQuery
+from app.core.types import (
+    COST_DIGITS,
+    COST_PLACES,
+    PRICE_DIGITS,
+    PRICE_PLACES,
+    Money,
+    OffsetListQuery,
+)
 from app.models.thread import MessagePublic
 
 
@@ -102,7 +109,7 @@ class RunPublic(SQLModel):
     passages_used: int | None = Field(
         description="Sources the answer cites; null until answered, or without knowledge bases."
     )
-    cost_usd: Decimal | None
+    cost_usd: Money | None
 
 
 class RunListQuery(OffsetListQuery):

@@ -15,8 +15,10 @@ from app.core.types import (
     Input,
     Limit,
     ListQuery,
+    Money,
     OffsetListQuery,
     Omittable,
+    Output,
     Patch,
     Text,
 )
@@ -108,7 +110,7 @@ class MessageCreate(Input):
     content: str = Field(min_length=1, max_length=MESSAGE_MAX_LENGTH)
 
 
-class MessagePublic(SQLModel):
+class MessagePublic(Output):
     id: uuid.UUID
     thread_id: uuid.UUID
     role: MessageRole
@@ -118,7 +120,7 @@ class MessagePublic(SQLModel):
     model_id: uuid.UUID | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
-    cost_usd: Decimal | None = None
+    cost_usd: Money | None = None
     citations: list[CitationPublic] = Field(
         description="The sources an answer cites, in order of first use."
     )

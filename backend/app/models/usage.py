@@ -14,7 +14,7 @@ from sqlalchemy import Index, String
 from sqlmodel import Field, SQLModel
 
 from app.core.db import BigIntId, ExactDecimal, TokenCount, UTCDateTime, utcnow
-from app.core.types import COST_DIGITS, COST_PLACES, PRICE_DIGITS, PRICE_PLACES
+from app.core.types import COST_DIGITS, COST_PLACES, PRICE_DIGITS, PRICE_PLACES, Money
 
 
 class UsageKind(StrEnum):
@@ -57,14 +57,14 @@ class UsageRow(SQLModel):
     key: str
     input_tokens: int
     output_tokens: int
-    cost_usd: Decimal
+    cost_usd: Money
     runs: int
 
 
 class UsageTotals(SQLModel):
     input_tokens: int
     output_tokens: int
-    cost_usd: Decimal
+    cost_usd: Money
     runs: int
 
 
@@ -77,8 +77,8 @@ class UsageReport(SQLModel):
 
 
 class QuotaPublic(SQLModel):
-    monthly_budget_usd: Decimal | None = Field(description="null: unlimited.")
-    spent: Decimal
-    reserved: Decimal
-    remaining: Decimal | None
+    monthly_budget_usd: Money | None = Field(description="null: unlimited.")
+    spent: Money
+    reserved: Money
+    remaining: Money | None
     resets_at: datetime

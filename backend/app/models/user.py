@@ -15,9 +15,11 @@ from app.core.types import (
     FullName,
     GivenPassword,
     Input,
+    Money,
     NewPassword,
     OffsetListQuery,
     Omittable,
+    Output,
     Patch,
     Text,
 )
@@ -85,14 +87,14 @@ class UpdatePassword(Input):
     new_password: NewPassword
 
 
-class UserPublic(UserBase):
+class UserPublic(UserBase, Output):
     id: uuid.UUID
     is_active: bool
     is_superuser: bool
     created_at: datetime
     updated_at: datetime
     last_login_at: datetime | None
-    monthly_budget_usd: Decimal | None
+    monthly_budget_usd: Money | None
 
 
 # The orders the user list offers: a field, '-' first for descending.

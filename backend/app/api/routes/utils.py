@@ -1,7 +1,7 @@
 from typing import Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from app.api.deps import SessionDep
 from app.api.errors import error_responses
@@ -13,6 +13,8 @@ LIVENESS_PATH = "/utils/health-check"
 
 
 class HealthStatus(BaseModel):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     status: Literal["ok"] = "ok"
 
 
