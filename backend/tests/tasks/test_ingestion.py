@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -27,10 +28,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from app.core.config import Settings
+from app.core.config import ProviderSettings, Settings
 from app.core.db import utcnow
+from app.models.ai_model import AIModel, ModelKind
 from app.models.document import Chunk, Document, DocumentStatus
+from app.models.embedding import ChunkVector
 from app.models.knowledge_base import KnowledgeBase
+from app.models.usage import UsageEntry, UsageKind
 from app.models.user import User
 from app.modules.documents.extract import ExtractionLimits
 from app.modules.llm.client import LLMClient
@@ -50,12 +54,14 @@ from tests.environment import default_session, engine, settings
 from tests.factories import (
     ParkedDispatcher,
     auth_headers,
+    create_ai_model,
     create_document,
     create_knowledge_base,
     create_user,
     ingest_policy,
     run_policy,
 )
+from tests.modules.fake_llm import FakeLLM
 from tests.redis_server import RedisServer
 from tests.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server
 from tests.tasks.conftest import real_app
@@ -745,3 +751,102 @@ def test_a_worker_killed_mid_ingestion_is_recovered_by_another(
     assert second.poll() is None
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=WAIT_SECONDS) == 0, log.read_text(errors="replace")[-3000:]
+
+
+# ==================== semantic indexes ====================
+
+
+@pytest.fixture
+def embedder() -> Iterator[AIModel]:
+    """An embedding model of the catalog, committed (workers read it in their sessions)."""
+    with Session(engine, expire_on_commit=False) as session:
+        model = create_ai_model(
+            session,
+            provider="openai",
+            max_output_tokens=1,
+            input_price_per_million=Decimal("0.020000"),
+            output_price_per_million=Decimal(0),
+        )
+        model.kind = ModelKind.EMBEDDING
+        model.dimensions = 64
+        session.add(model)
+        session.commit()
+    try:
+        yield model
+    finally:
+        with Session(engine) as session:
+            session.execute(delete(AIModel).where(col(AIModel.id) == model.id))
+            session.commit()
+
+
+def test_agentry_workers_build_a_semantic_index_through_the_broker(
+    library: Library,
+    embedder: AIModel,
+    fake_llm: FakeLLM,
+    redis_server: RedisServer,
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    broker = redis_server.url()
+    config = settings.model_copy(update={"CELERY_BROKER_URL": broker})
+    dispatcher = CeleryDispatcher(
+        celery=build_celery(config),
+        policy=run_policy(sweep_interval=0.5, redeliver_after=timedelta(seconds=1)),
+        ingest_policy=ingest_policy(redeliver_after=timedelta(seconds=1)),
+        publish_timeout=1,
+        session_factory=default_session,
+    )
+    log = tmp_path / "workers.log"
+    kb_path = f"/api/v1/knowledge-bases/{library.kb.id}"
+    app = real_app(dispatcher)
+    # The app process embeds the searched question itself.
+    app.state.llm = LLMClient(providers={"openai": ProviderSettings(base_url=fake_llm.base_url)})
+    with TestClient(app) as client:
+        workers.append(
+            start_worker(
+                log,
+                {
+                    "CELERY_BROKER_URL": broker,
+                    "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+                    "LLM_PROVIDERS__OPENAI__BASE_URL": fake_llm.base_url,
+                },
+            )
+        )
+        patched = client.patch(
+            kb_path, headers=library.headers, json={"embedding_model_id": str(embedder.id)}
+        )
+        assert patched.status_code == 200, patched.text
+        words = unique_text("The turbine blades are inspected after every storm")
+        upload(client, library, "turbine.txt", f"{words}.\n".encode())
+
+        def indexed() -> dict[str, Any] | None:
+            index: dict[str, Any] = client.get(kb_path, headers=library.headers).json()["index"]
+            done = index["status"] == "ready" and index["chunks_embedded"] > 0
+            return index if done and index["chunks_embedded"] == index["chunks_total"] else None
+
+        index = wait_until("the worker to embed the document", indexed)
+        found = client.get(
+            f"{kb_path}/search",
+            headers=library.headers,
+            params={"q": "turbine blade inspections", "mode": "semantic"},
+        )
+    assert index["model_id"] == str(embedder.id)
+    assert found.status_code == 200, found.text
+    assert words in found.json()["data"][0]["text"]
+    with Session(engine) as session:
+        vectors = session.exec(
+            select(ChunkVector.model_id).where(col(ChunkVector.knowledge_base_id) == library.kb.id)
+        ).all()
+        billed = session.exec(
+            select(UsageEntry).where(
+                col(UsageEntry.user_id) == library.user.id,
+                col(UsageEntry.kind) == UsageKind.EMBEDDING,
+                col(UsageEntry.knowledge_base_id) == library.kb.id,
+            )
+        ).all()
+        session.execute(delete(UsageEntry).where(col(UsageEntry.user_id) == library.user.id))
+        session.commit()
+    assert len(vectors) == index["chunks_total"]
+    assert set(vectors) == {embedder.id}
+    assert len(billed) >= 1  # the passages, and the searched question
+    assert workers[0].poll() is None, log.read_text(errors="replace")[-3000:]
