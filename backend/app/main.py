@@ -20,6 +20,7 @@ from app.api.main import api_router
 from app.api.openapi import openapi_builder
 from app.api.routes.knowledge_bases import UPLOAD_PATH
 from app.api.routes.utils import LIVENESS_PATH
+from app.core.codes import ErrorCode
 from app.core.config import ConfigurationError, Settings, load_settings
 from app.core.db import create_db_engine
 from app.core.errors import AppError, AuthenticationError
@@ -124,7 +125,7 @@ def upload_limit(config: Settings) -> BodyLimit:
         path=re.compile(re.escape(API_PREFIX) + UPLOAD_PATH),
         max_bytes=max_bytes,
         timeout=config.REQUEST_BODY_TIMEOUT_SECONDS * scale,
-        code="upload_too_large",
+        code=ErrorCode.UPLOAD_TOO_LARGE,
         detail=f"A document may not exceed {config.MAX_UPLOAD_BYTES} bytes",
         precheck=partial(_refuse_without_token, config=config),
     )

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core.codes import ErrorCode
 from app.core.db import ViolationKind, violation_of
 from app.core.errors import AppError, ConflictError, ServiceUnavailableError, error_body
 from app.core.logger import request_id_var
@@ -21,16 +22,17 @@ from app.core.logger import request_id_var
 logger = logging.getLogger("agentry.error")
 
 # Codes for HTTP errors raised by the framework itself (unknown path, wrong method, ...).
+# Any other status is a bug of ours, and its body says so by the status's class.
 _HTTP_CODES = {
-    400: "bad_request",
-    401: "not_authenticated",
-    403: "permission_denied",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    413: "request_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.NOT_AUTHENTICATED,
+    403: ErrorCode.PERMISSION_DENIED,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    406: ErrorCode.NOT_ACCEPTABLE,
+    413: ErrorCode.REQUEST_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    429: ErrorCode.RATE_LIMITED,
 }
 
 
@@ -44,7 +46,7 @@ class ErrorResponse(BaseModel):
     """The body of every non-2xx response."""
 
     detail: str = Field(description="What went wrong, for people.")
-    code: str = Field(description="What went wrong, for programs: stable snake_case.")
+    code: ErrorCode = Field(description="What went wrong, for programs: stable snake_case.")
     request_id: str | None = Field(description="The X-Request-ID of the failed request.")
     errors: list[ValidationErrorItem] | None = Field(
         default=None, description="Per-field problems; present on 422 responses."
@@ -55,7 +57,7 @@ def _json(
     status: int,
     *,
     detail: str,
-    code: str,
+    code: ErrorCode,
     headers: Mapping[str, str] | None = None,
     errors: list[Any] | None = None,
     extra: dict[str, Any] | None = None,
@@ -94,7 +96,9 @@ def _http_error(request: Request, error: Exception) -> JSONResponse:
     exc = cast(StarletteHTTPException, error)
     status = exc.status_code
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
-    code = _HTTP_CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
+    code = _HTTP_CODES.get(
+        status, ErrorCode.BAD_REQUEST if status < 500 else ErrorCode.INTERNAL_ERROR
+    )
     headers = dict(exc.headers or {})
     if status == 405 and (allowed := _allowed_methods(request)):
         headers["Allow"] = allowed
@@ -110,16 +114,24 @@ def _validation_error(_request: Request, error: Exception) -> JSONResponse:
     # Input is never echoed back: it may hold a password.
     if any(error["type"] == "json_invalid" for error in errors):
         return _json(
-            422, detail="The request body is not valid JSON", code="malformed_json", errors=errors
+            422,
+            detail="The request body is not valid JSON",
+            code=ErrorCode.MALFORMED_JSON,
+            errors=errors,
         )
-    return _json(422, detail="The request is not valid", code="validation_error", errors=errors)
+    return _json(
+        422, detail="The request is not valid", code=ErrorCode.VALIDATION_ERROR, errors=errors
+    )
 
 
 def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     logger.warning("database unavailable: %s", type(exc).__name__)
     error = ServiceUnavailableError("The database is unavailable; try again shortly")
     return _json(
-        error.status_code, detail=error.detail, code="database_unavailable", headers=error.headers
+        error.status_code,
+        detail=error.detail,
+        code=ErrorCode.DATABASE_UNAVAILABLE,
+        headers=error.headers,
     )
 
 

@@ -29,6 +29,7 @@ from anyio.lowlevel import RunVar
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.codes import ErrorCode
 from app.core.errors import AppError, RequestTooLargeError, ServiceUnavailableError, error_body
 from app.core.logger import request_id_var
 from app.core.request_body import (
@@ -56,7 +57,7 @@ class BodyLimit:
     path: re.Pattern[str]
     max_bytes: int
     timeout: float
-    code: str
+    code: ErrorCode
     detail: str
     # Checked before a byte of the body is read: an error it returns is the answer, so
     # that nobody without credentials can make the server hold a large body.
@@ -82,7 +83,9 @@ def incoming_request_id(scope: Scope) -> str:
 
 def _internal_error() -> JSONResponse:
     body = error_body(
-        detail="Internal server error", code="internal_error", request_id=request_id_var.get()
+        detail="Internal server error",
+        code=ErrorCode.INTERNAL_ERROR,
+        request_id=request_id_var.get(),
     )
     return JSONResponse(body, status_code=500)
 

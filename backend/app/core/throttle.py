@@ -25,6 +25,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.core.codes import ErrorCode
 from app.core.config import Settings
 from app.core.errors import RateLimitedError, ServiceUnavailableError
 
@@ -34,7 +35,6 @@ THROTTLED_DETAIL = "Too many attempts; try again later"
 DEFAULT_KEY_PREFIX = "agentry:throttle:"
 # Login requests wait on these, so a slow Redis must fail fast rather than hold a thread.
 REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
-REDIS_UNAVAILABLE = "redis_unavailable"
 REDIS_UNAVAILABLE_DETAIL = "Redis is unavailable; try again shortly"
 
 
@@ -215,7 +215,9 @@ def _unavailable_on_error() -> Iterator[None]:
         yield
     except redis.RedisError as exc:
         logger.warning("throttle store unavailable: %s", type(exc).__name__)
-        raise ServiceUnavailableError(REDIS_UNAVAILABLE_DETAIL, code=REDIS_UNAVAILABLE) from exc
+        raise ServiceUnavailableError(
+            REDIS_UNAVAILABLE_DETAIL, code=ErrorCode.REDIS_UNAVAILABLE
+        ) from exc
 
 
 class Throttle:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, or_, update
 from sqlmodel import Session, col, select
 
+from app.core.codes import DocumentErrorCode
 from app.models.document import Document, DocumentStatus
 
 _NO_LEASE: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
@@ -168,7 +169,12 @@ def requeue_expired(
 
 
 def fail_expired(
-    *, session: Session, document_id: uuid.UUID, now: datetime, code: str, message: str
+    *,
+    session: Session,
+    document_id: uuid.UUID,
+    now: datetime,
+    code: DocumentErrorCode,
+    message: str,
 ) -> bool:
     return _move(
         session,

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, or_, update
 from sqlmodel import Session, col, select
 
+from app.core.codes import DocumentErrorCode, IndexErrorCode
 from app.models.document import Document
 from app.models.embedding import IndexStatus
 from app.models.knowledge_base import KnowledgeBase
@@ -174,7 +175,9 @@ def release(
     )
 
 
-def mark_documents(*, session: Session, document_ids: list[uuid.UUID], code: str | None) -> None:
+def mark_documents(
+    *, session: Session, document_ids: list[uuid.UUID], code: DocumentErrorCode | None
+) -> None:
     """These documents' passages are (code) or are again (None) left out of embedding."""
     if document_ids:
         session.execute(
@@ -196,7 +199,7 @@ def clear_document_marks(*, session: Session, kb_id: uuid.UUID) -> None:
     )
 
 
-def fail(*, session: Session, kb_id: uuid.UUID, owner: str | None, code: str) -> bool:
+def fail(*, session: Session, kb_id: uuid.UUID, owner: str | None, code: IndexErrorCode) -> bool:
     """building -> failed with `code`; the index that served keeps serving."""
     where = _held_by(owner) if owner is not None else ()
     return _move(
@@ -210,7 +213,9 @@ def fail(*, session: Session, kb_id: uuid.UUID, owner: str | None, code: str) ->
     )
 
 
-def fail_expired(*, session: Session, kb_id: uuid.UUID, now: datetime, code: str) -> bool:
+def fail_expired(
+    *, session: Session, kb_id: uuid.UUID, now: datetime, code: IndexErrorCode
+) -> bool:
     """A build whose holder's lease ran out -> failed with `code`."""
     return _move(
         session,

@@ -16,6 +16,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from app.core.codes import RunErrorCode
 from app.core.db import exact_sum
 from app.crud.page import Page, read_page
 from app.models.knowledge_base import KnowledgeBase
@@ -276,7 +277,7 @@ def expire_now(*, session: Session, run_ids: list[uuid.UUID], now: datetime) -> 
 
 
 def fail_expired(
-    *, session: Session, run_id: uuid.UUID, now: datetime, code: str, message: str
+    *, session: Session, run_id: uuid.UUID, now: datetime, code: RunErrorCode, message: str
 ) -> bool:
     """A claimed run whose executor stopped renewing its lease."""
     return _move(
@@ -329,7 +330,7 @@ def undo_delivery(*, session: Session, run_ids: list[uuid.UUID], next_due: datet
 
 
 def fail_queued(
-    *, session: Session, run_id: uuid.UUID, now: datetime, code: str, message: str
+    *, session: Session, run_id: uuid.UUID, now: datetime, code: RunErrorCode, message: str
 ) -> bool:
     return _move(
         session,

@@ -8,6 +8,7 @@ from sqlalchemy import JSON
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from app.core.codes import AuditAction
 from app.core.db import BigIntId, UTCDateTime, utcnow
 from app.core.types import Instant, ListQuery, PageSize, Text
 
@@ -37,7 +38,7 @@ class AuditEntryPublic(SQLModel):
     created_at: datetime
     actor_id: uuid.UUID | None
     actor_email: str | None
-    action: str
+    action: AuditAction
     target_type: str | None
     target_id: str | None
     ip: str | None

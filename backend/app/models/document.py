@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger, Index, String, UniqueConstraint
 from sqlalchemy import Text as TextColumn
 from sqlmodel import Field, SQLModel
 
+from app.core.codes import DocumentErrorCode
 from app.core.db import BigIntId, UTCDateTime, utcnow
 from app.core.types import ListQuery, OffsetListQuery, Text
 from app.models.embedding import SearchMode
@@ -70,15 +71,15 @@ class DocumentPublic(SQLModel):
     size_bytes: int
     sha256: str
     status: DocumentStatus
-    error_code: str | None
+    error_code: DocumentErrorCode | None
     error_message: str | None
     page_count: int | None
     chunk_count: int | None
     created_at: datetime
     processed_at: datetime | None
-    embedding_error_code: str | None = Field(
-        description="Why its passages have no vectors (quota_exceeded, llm_...); "
-        "it is still searched by keyword."
+    embedding_error_code: DocumentErrorCode | None = Field(
+        description="Why its passages have no vectors (quota_exceeded: the owner's budget "
+        "ran out); it is still searched by keyword."
     )
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 from sqlalchemy import String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from app.core.codes import IndexErrorCode
 from app.core.db import ExactDecimal, UTCDateTime, utcnow
 from app.core.types import (
     COST_DIGITS,
@@ -82,7 +83,7 @@ class KnowledgeBaseIndex(SQLModel):
     )
     chunks_embedded: int = Field(description="Passages with a vector of the wanted model.")
     chunks_total: int = Field(description="Passages of the ready documents.")
-    error_code: str | None
+    error_code: IndexErrorCode | None
 
 
 class KnowledgeBasePublic(KnowledgeBaseBase, Output):

@@ -8,6 +8,7 @@ from enum import StrEnum
 from sqlalchemy import Index, String, Text
 from sqlmodel import Field, SQLModel
 
+from app.core.codes import RunErrorCode
 from app.core.db import ExactDecimal, UTCDateTime, utcnow
 from app.core.types import (
     COST_DIGITS,
@@ -97,7 +98,7 @@ class RunPublic(SQLModel):
     started_at: datetime | None
     finished_at: datetime | None
     attempts: int = Field(description="Provider calls made for this run, retries included.")
-    error_code: str | None
+    error_code: RunErrorCode | None
     error_message: str | None
     messages_omitted: int | None = Field(
         description="Older messages left out of the request to fit the model's context."

@@ -71,7 +71,7 @@ class UsageTotals(SQLModel):
 class UsageReport(SQLModel):
     start: date = Field(description="First day counted (UTC).")
     end: date = Field(description="Last day counted (UTC), inclusive.")
-    group_by: str
+    group_by: AdminGroup
     data: list[UsageRow]
     totals: UsageTotals
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from app.core.codes import AuditAction
 from app.core.db import utcnow, violation_of
 from app.core.errors import ConflictError, NotFoundError, PermissionDeniedError, UnprocessableError
 from app.crud import ai_model as ai_model_crud
@@ -264,7 +265,7 @@ def _record(
     session: Session,
     context: RequestContext,
     actor: User,
-    action: str,
+    action: AuditAction | str,
     model: AIModel,
     details: dict[str, Any],
 ) -> None:

@@ -3,6 +3,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from app.core.codes import AuditAction
 from app.core.errors import UnprocessableError
 from app.crud import audit as audit_crud
 from app.crud.page import CursorPage
@@ -18,13 +19,14 @@ class AuditService:
         session: Session,
         context: RequestContext,
         actor: User | None,
-        action: str,
+        action: AuditAction | str,
         target: User | None = None,
         target_type: str | None = None,
         target_id: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        """Adds an entry to the caller's transaction: it lands with the change or not at all."""
+        """Adds an entry to the caller's transaction: it lands with the change or not at all.
+        An `action` that is not an AuditAction raises ValueError at once."""
         if target is not None:
             target_type, target_id = "user", str(target.id)
         audit_crud.add_entry(
@@ -32,7 +34,7 @@ class AuditService:
             entry=AuditEntry(
                 actor_id=actor.id if actor else None,
                 actor_email=actor.email if actor else None,
-                action=action,
+                action=AuditAction(action),
                 target_type=target_type,
                 target_id=target_id,
                 ip=context.ip,

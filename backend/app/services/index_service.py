@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from app.core.codes import DocumentErrorCode, IndexErrorCode
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import PaymentRequiredError
@@ -34,7 +35,7 @@ from app.models.ai_model import AIModel, ModelKind
 from app.models.document import Chunk
 from app.models.knowledge_base import KnowledgeBase
 from app.models.user import User
-from app.modules.llm.client import MAX_EMBED_BATCH, LLMClient, LLMError
+from app.modules.llm.client import MAX_EMBED_BATCH, RETRYABLE, LLMClient, LLMError
 from app.services import embedding_service
 from app.services.embedding_service import ChargedTo
 from app.services.quota_service import QuotaService
@@ -48,7 +49,6 @@ from app.services.run_runtime import (
 logger = logging.getLogger("agentry.index")
 
 MAX_BACKOFF_DOUBLINGS = 5
-RETRYABLE = frozenset({"llm_unavailable", "llm_timeout", "llm_rate_limited"})
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,10 @@ def _build(
         model = session.get(AIModel, claimed.model_id)
         if model is None or model.kind != ModelKind.EMBEDDING or model.dimensions is None:
             index_crud.fail(
-                session=session, kb_id=claimed.id, owner=owner, code="model_unavailable"
+                session=session,
+                kb_id=claimed.id,
+                owner=owner,
+                code=IndexErrorCode.MODEL_UNAVAILABLE,
             )
             session.commit()
             return
@@ -216,7 +219,7 @@ def _reserve(
         except PaymentRequiredError:
             document_ids = sorted({chunk.document_id for chunk in chunks})
             index_crud.mark_documents(
-                session=session, document_ids=document_ids, code="quota_exceeded"
+                session=session, document_ids=document_ids, code=DocumentErrorCode.QUOTA_EXCEEDED
             )
             session.commit()
             logger.info("index of %s: %d document(s) over budget", claimed.id, len(document_ids))
@@ -238,7 +241,9 @@ def _stopped_by_provider(
         _give_back(claimed, owner, session_factory, next_due=next_due, progressed=False)
         return
     with session_factory() as session:
-        index_crud.fail(session=session, kb_id=claimed.id, owner=owner, code=error.code)
+        index_crud.fail(
+            session=session, kb_id=claimed.id, owner=owner, code=IndexErrorCode(error.code)
+        )
         session.commit()
     logger.warning("index of %s: failed (%s)", claimed.id, error.code)
 
@@ -288,7 +293,7 @@ def sweep(*, session_factory: SessionFactory, policy: IndexPolicy, dispatch: Dis
         for index in index_crud.overdue(session=session, now=now, limit=SWEEP_BATCH):
             if index.held and index.attempts >= policy.max_attempts:
                 index_crud.fail_expired(
-                    session=session, kb_id=index.id, now=now, code="index_interrupted"
+                    session=session, kb_id=index.id, now=now, code=IndexErrorCode.INDEX_INTERRUPTED
                 )
                 continue
             due = now + policy.backoff(index.attempts)

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
+from app.core.codes import DocumentErrorCode
 from app.core.db import utcnow
 from app.crud import ingestion as ingestion_crud
 from app.models.document import DocumentStatus
@@ -103,7 +104,7 @@ def _settle(
                 session=session,
                 document_id=document.id,
                 now=now,
-                code="ingestion_interrupted",
+                code=DocumentErrorCode.INGESTION_INTERRUPTED,
                 message=INTERRUPTED,
             )
             return "interrupted" if failed else None

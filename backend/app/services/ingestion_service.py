@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from app.core.codes import DocumentErrorCode
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.text import storable
@@ -73,7 +74,7 @@ class IngestPolicy:
 
 
 class IngestionFailedError(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: DocumentErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -144,19 +145,21 @@ def _read(
         extracted = extract(data, kind or detect_kind(data, claimed.filename), policy.limits)
         return chunk_document(extracted), extracted.page_count
     except StoredFileMissing as error:
-        raise IngestionFailedError("file_missing", "The stored file is missing") from error
+        raise IngestionFailedError(
+            DocumentErrorCode.FILE_MISSING, "The stored file is missing"
+        ) from error
     except StorageError as error:
         logger.warning("document %s: storage unavailable (%s)", claimed.id, error)
         raise _Retry from error
     except UnsupportedDocument as error:
-        raise IngestionFailedError("unsupported_document", error.message) from error
+        raise IngestionFailedError(DocumentErrorCode.UNSUPPORTED_DOCUMENT, error.message) from error
     except ExtractionError as error:
         raise IngestionFailedError(error.code, error.message) from error
     except Exception as error:
         # The type only: an error's text can quote the document.
         logger.error("document %s: ingestion failed (%s)", claimed.id, type(error).__name__)
         raise IngestionFailedError(
-            "ingestion_failed", "The document could not be processed"
+            DocumentErrorCode.INGESTION_FAILED, "The document could not be processed"
         ) from error
 
 
@@ -201,7 +204,7 @@ def _store(
     except Exception as error:
         logger.error("document %s: chunks not stored (%s)", claimed.id, type(error).__name__)
         raise IngestionFailedError(
-            "ingestion_failed", "The document's passages could not be stored"
+            DocumentErrorCode.INGESTION_FAILED, "The document's passages could not be stored"
         ) from error
 
 
@@ -229,7 +232,7 @@ def _end(
 ) -> None:
     values = {
         "status": DocumentStatus.FAILED,
-        "error_code": failure.code[:64],
+        "error_code": failure.code,
         "error_message": storable(failure.message)[:500],
         "processed_at": utcnow(),
     }
@@ -251,7 +254,8 @@ def _retry(
 ) -> None:
     if claimed.attempts >= policy.max_attempts:
         failure = IngestionFailedError(
-            "storage_unavailable", "The file storage could not be reached; reprocess it later"
+            DocumentErrorCode.STORAGE_UNAVAILABLE,
+            "The file storage could not be reached; reprocess it later",
         )
         _end(claimed.id, owner, session_factory, failure)
         return

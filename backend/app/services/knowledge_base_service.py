@@ -3,6 +3,7 @@ import uuid
 
 from sqlmodel import Session
 
+from app.core.codes import IndexErrorCode
 from app.core.db import utcnow
 from app.core.errors import ConflictError, NotFoundError, UnprocessableError
 from app.crud import ai_model as ai_model_crud
@@ -189,7 +190,7 @@ def _public(
         building_model_id=kb.embedding_model_id if building else None,
         chunks_embedded=embedded if kb.embedding_model_id is not None else 0,
         chunks_total=total,
-        error_code=kb.index_error_code,
+        error_code=None if kb.index_error_code is None else IndexErrorCode(kb.index_error_code),
     )
     return KnowledgeBasePublic.model_validate(
         kb,

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
 
+from app.core.codes import RunErrorCode
 from app.core.db import utcnow
 from app.core.pricing import cost_usd
 from app.core.text import storable
@@ -47,7 +48,7 @@ _TRANSIENT = (OperationalError, DisconnectionError, PoolTimeoutError)
 
 
 class RunFailedError(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: RunErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -132,12 +133,12 @@ def _execute_claimed(
             deadline=time.monotonic() + policy.time_limit,
         )
     except (RunFailedError, LLMError) as error:
-        failure = RunFailedError(error.code, error.message)
+        failure = RunFailedError(RunErrorCode(error.code), error.message)
         _end(run_id, owner, session_factory, policy, failure=failure, attempts=attempts)
         return
     except Exception:
         logger.exception("run %s failed unexpectedly", run_id)
-        failure = RunFailedError("internal_error", "The run failed unexpectedly")
+        failure = RunFailedError(RunErrorCode.INTERNAL_ERROR, "The run failed unexpectedly")
         _end(run_id, owner, session_factory, policy, failure=failure, attempts=attempts)
         return
     _record(prepared, completion, owner, session_factory, policy, attempts)
@@ -153,10 +154,12 @@ def _prepare(
             return None
         thread = session.get(Thread, run.thread_id)
         if thread is None:
-            raise RunFailedError("thread_deleted", "The thread was deleted")
+            raise RunFailedError(RunErrorCode.THREAD_DELETED, "The thread was deleted")
         model = ai_model_crud.get_model_by_id(session=session, model_id=run.model_id)
         if model is None or not model.is_enabled:
-            raise RunFailedError("model_unavailable", "The run's model is no longer available")
+            raise RunFailedError(
+                RunErrorCode.MODEL_UNAVAILABLE, "The run's model is no longer available"
+            )
         history = conversation(session=session, thread=thread)
         hits = None
         if run.source_tokens > 0:  # priced with sources: the agent had knowledge bases
@@ -175,7 +178,8 @@ def _prepare(
             )
         except ContextTooLong as error:
             raise RunFailedError(
-                "context_too_long", "The newest message alone does not fit the model's context"
+                RunErrorCode.CONTEXT_TOO_LONG,
+                "The newest message alone does not fit the model's context",
             ) from error
         given = None if hits is None else hits[: fitted.sources_kept]
         run_crud.note_context(
@@ -292,7 +296,7 @@ def _record(
 
     def unanswered(session: Session) -> None:
         bill(session)
-        failure = RunFailedError("answer_not_stored", "The answer could not be stored")
+        failure = RunFailedError(RunErrorCode.ANSWER_NOT_STORED, "The answer could not be stored")
         _close(session, run.id, owner, failure=failure, attempts=attempts, cost=usage.cost)
 
     _write(session_factory, [answered, unanswered], policy=policy, run_id=run.id)

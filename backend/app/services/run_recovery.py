@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
+from app.core.codes import RunErrorCode
 from app.core.db import utcnow
 from app.crud import run as run_crud
 from app.models.run import RunStatus
@@ -93,7 +94,11 @@ def _settle_expired(
 ) -> str | None:
     if run.status == RunStatus.RUNNING:
         failed = run_crud.fail_expired(
-            session=session, run_id=run.id, now=now, code="run_interrupted", message=INTERRUPTED
+            session=session,
+            run_id=run.id,
+            now=now,
+            code=RunErrorCode.RUN_INTERRUPTED,
+            message=INTERRUPTED,
         )
         return "interrupted" if failed else None
     if run.status == RunStatus.CANCELLED:
@@ -102,7 +107,11 @@ def _settle_expired(
     if run.status == RunStatus.QUEUED:
         if run.created_at + policy.queue_timeout <= now:
             failed = run_crud.fail_queued(
-                session=session, run_id=run.id, now=now, code="run_not_started", message=NOT_STARTED
+                session=session,
+                run_id=run.id,
+                now=now,
+                code=RunErrorCode.RUN_NOT_STARTED,
+                message=NOT_STARTED,
             )
             return "not_started" if failed else None
         wait = policy.redeliver_after * 2 ** min(run.deliveries, MAX_BACKOFF_DOUBLINGS)

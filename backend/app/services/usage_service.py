@@ -11,7 +11,7 @@ from sqlmodel import Session
 from app.core.db import utcnow
 from app.core.errors import UnprocessableError
 from app.crud import usage as usage_crud
-from app.models.usage import UsageReport, UsageRow, UsageTotals
+from app.models.usage import AdminGroup, UsageReport, UsageRow, UsageTotals
 
 MAX_REPORT_DAYS = 366
 CSV_COLUMNS = ("key", "input_tokens", "output_tokens", "cost_usd", "runs")
@@ -25,7 +25,7 @@ class UsageService:
         user_id: uuid.UUID | None,
         start: date | None,
         end: date | None,
-        group_by: str,
+        group_by: AdminGroup,
     ) -> UsageReport:
         today = utcnow().date()
         first = start or today.replace(day=1)

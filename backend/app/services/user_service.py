@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from app.core.codes import AuditAction
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import (
@@ -283,7 +284,7 @@ class UserService:
             context=context,
             actor=actor,
             action=(
-                "user.deactivated"
+                AuditAction.USER_DEACTIVATED
                 if deactivating
                 else _update_action(user=user, old_email=old_email)
             ),
@@ -435,8 +436,10 @@ def _prove_password(
     throttle.release(key)
 
 
-def _update_action(*, user: User, old_email: str) -> str:
-    return "user.email_changed" if user.email != old_email else "user.updated"
+def _update_action(*, user: User, old_email: str) -> AuditAction:
+    if user.email != old_email:
+        return AuditAction.USER_EMAIL_CHANGED
+    return AuditAction.USER_UPDATED
 
 
 def _update_details(*, user: User, old_email: str, fields: Iterable[str]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, func, select
 
+from app.core.codes import AuditAction
 from app.core.db import utcnow
 from app.models.audit import AuditEntry
 from app.models.user import User
@@ -12,7 +13,13 @@ from app.models.user import User
 AUDIT = "/api/v1/admin/audit-log"
 
 
-def add_entries(db: Session, *, actor: User, count: int, action: str = "test.event") -> None:
+# Real actions: the public schema lists every one (AuditAction), so an entry with
+# another would not be readable. Neither is recorded by the fixtures these tests use.
+EVENT = AuditAction.MODELS_IMPORTED
+OTHER = AuditAction.PASSWORD_CHECK_FAILED
+
+
+def add_entries(db: Session, *, actor: User, count: int, action: AuditAction = EVENT) -> None:
     for number in range(count):
         db.add(
             AuditEntry(
@@ -38,7 +45,7 @@ class TestAuditLog:
         self, client: TestClient, db: Session, superuser: User, superuser_headers: dict[str, str]
     ) -> None:
         add_entries(db, actor=superuser, count=5)
-        params: dict[str, str | int] = {"actor_id": str(superuser.id), "action": "test.event"}
+        params: dict[str, str | int] = {"actor_id": str(superuser.id), "action": EVENT}
         first = client.get(AUDIT, headers=superuser_headers, params={**params, "limit": 3}).json()
         assert [e["details"]["n"] for e in first["data"]] == [4, 3, 2]
         assert first["next_cursor"] is not None
@@ -53,7 +60,7 @@ class TestAuditLog:
     def test_filters_by_target_and_time(
         self, client: TestClient, db: Session, user: User, superuser_headers: dict[str, str]
     ) -> None:
-        add_entries(db, actor=user, count=2, action="test.other")
+        add_entries(db, actor=user, count=2, action=OTHER)
         response = client.get(
             AUDIT,
             headers=superuser_headers,
@@ -65,7 +72,7 @@ class TestAuditLog:
             },
         )
         assert response.status_code == 200
-        assert {e["action"] for e in response.json()["data"]} == {"test.other"}
+        assert {e["action"] for e in response.json()["data"]} == {OTHER}
         later = client.get(
             AUDIT,
             headers=superuser_headers,
@@ -101,7 +108,7 @@ class TestAuditLog:
             client.delete(f"/api/v1/users/{user_id}", headers=superuser_headers).status_code == 204
         )
         db.expire_all()
-        kept = db.exec(select(AuditEntry).where(AuditEntry.action == "test.event")).one()
+        kept = db.exec(select(AuditEntry).where(AuditEntry.action == EVENT)).one()
         assert (kept.actor_id, kept.actor_email) == (user_id, email)
 
     def test_no_route_edits_or_deletes_entries(

@@ -25,12 +25,8 @@ from docx.table import Table
 from docx.text.paragraph import Paragraph
 from pypdf import PasswordType, PdfReader
 
+from app.core.codes import DocumentErrorCode
 from app.modules.documents.detect import DocumentKind, csv_rows
-
-NO_TEXT_EXTRACTED = "no_text_extracted"
-ENCRYPTED_DOCUMENT = "encrypted_document"
-UNREADABLE_DOCUMENT = "unreadable_document"
-DOCUMENT_TOO_LARGE = "document_too_large"
 
 # Heading paths are stored in a 500-character column; one heading rarely needs 200.
 MAX_HEADING_CHARS = 200
@@ -66,7 +62,7 @@ class ExtractionLimits:
 class ExtractionError(Exception):
     """Why a document yields no text; `code` is stable, `message` is for people."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: DocumentErrorCode, message: str) -> None:
         self.code = code
         self.message = message
         super().__init__(f"{code}: {message}")
@@ -80,7 +76,8 @@ def extract(data: bytes, kind: DocumentKind, limits: ExtractionLimits) -> Extrac
         raise
     except Exception as error:  # any parser failure on untrusted bytes
         raise ExtractionError(
-            UNREADABLE_DOCUMENT, f"The {_NAMES.get(kind, 'file')} could not be read"
+            DocumentErrorCode.UNREADABLE_DOCUMENT,
+            f"The {_NAMES.get(kind, 'file')} could not be read",
         ) from error
 
 
@@ -153,7 +150,7 @@ class _Sections:
         self.size += len(text.encode("utf-8"))
         if self.size > self.limits.max_bytes:
             raise ExtractionError(
-                DOCUMENT_TOO_LARGE,
+                DocumentErrorCode.DOCUMENT_TOO_LARGE,
                 f"The document holds more than {self.limits.max_bytes} bytes of text",
             )
         self.sections.append(Section(text=text, page=page, heading=heading))
@@ -162,7 +159,7 @@ class _Sections:
         self.flush()
         if not self.sections:
             raise ExtractionError(
-                NO_TEXT_EXTRACTED,
+                DocumentErrorCode.NO_TEXT_EXTRACTED,
                 "No text was found in the document (a scanned document needs OCR first)",
             )
         return Extracted(sections=self.sections, page_count=page_count)
@@ -172,7 +169,9 @@ def _decode(data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise ExtractionError(UNREADABLE_DOCUMENT, "The file is not UTF-8 text") from error
+        raise ExtractionError(
+            DocumentErrorCode.UNREADABLE_DOCUMENT, "The file is not UTF-8 text"
+        ) from error
 
 
 # ==================== PDF ====================
@@ -183,10 +182,14 @@ def _extract_pdf(data: bytes, limits: ExtractionLimits) -> Extracted:
     restricted by an owner password only) is read like any other."""
     reader = PdfReader(io.BytesIO(data))
     if reader.is_encrypted and not _opens_without_password(reader):
-        raise ExtractionError(ENCRYPTED_DOCUMENT, "The PDF is protected by a password")
+        raise ExtractionError(
+            DocumentErrorCode.ENCRYPTED_DOCUMENT, "The PDF is protected by a password"
+        )
     page_count = len(reader.pages)
     if page_count > limits.max_pages:
-        raise ExtractionError(DOCUMENT_TOO_LARGE, f"The PDF has more than {limits.max_pages} pages")
+        raise ExtractionError(
+            DocumentErrorCode.DOCUMENT_TOO_LARGE, f"The PDF has more than {limits.max_pages} pages"
+        )
     sections = _Sections(limits)
     for number, page in enumerate(reader.pages, start=1):
         sections.add(page.extract_text(), page=number, heading=None, spaces=True)
@@ -231,7 +234,8 @@ def _check_archive(data: bytes, limits: ExtractionLimits) -> None:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         entries = archive.infolist()
     too_large = ExtractionError(
-        DOCUMENT_TOO_LARGE, f"The document unpacks to more than {limits.max_bytes} bytes"
+        DocumentErrorCode.DOCUMENT_TOO_LARGE,
+        f"The document unpacks to more than {limits.max_bytes} bytes",
     )
     if len(entries) > _MAX_DOCX_ENTRIES:
         raise too_large
@@ -437,7 +441,9 @@ def _extract_csv(data: bytes, limits: ExtractionLimits) -> Extracted:
             ]
             sections.add("; ".join(pairs), page=None, heading=f"row {number}")
     except csv.Error as error:
-        raise ExtractionError(UNREADABLE_DOCUMENT, f"The CSV file is malformed: {error}") from error
+        raise ExtractionError(
+            DocumentErrorCode.UNREADABLE_DOCUMENT, f"The CSV file is malformed: {error}"
+        ) from error
     return sections.result()
 
 

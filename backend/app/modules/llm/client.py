@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Annotated, Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Self, TypeVar
 
 import httpx2
 from pydantic import (
@@ -27,35 +27,25 @@ from pydantic import (
     ValidationError,
 )
 
+from app.core.codes import LLMErrorCode
 from app.core.config import ProviderSettings
 
 logger = logging.getLogger("agentry.llm")
 
-LLMErrorCode = Literal[
-    "llm_not_configured",
-    "llm_unavailable",
-    "llm_timeout",
-    "llm_rate_limited",
-    "llm_auth_failed",
-    "llm_bad_request",
-    "llm_bad_response",
-    "embedding_dimensions_mismatch",
-]
-
 _MESSAGES: dict[LLMErrorCode, str] = {
-    "llm_not_configured": "The model's provider is not configured on this server.",
-    "llm_unavailable": "The model provider is unavailable; try again later.",
-    "llm_timeout": "The model provider did not answer in time.",
-    "llm_rate_limited": "The model provider is rate limiting requests; try again later.",
-    "llm_auth_failed": "The model provider refused this server's credentials.",
-    "llm_bad_request": "The model provider refused the request.",
-    "llm_bad_response": "The model provider sent a response that could not be read.",
-    "embedding_dimensions_mismatch": (
+    LLMErrorCode.LLM_NOT_CONFIGURED: "The model's provider is not configured on this server.",
+    LLMErrorCode.LLM_UNAVAILABLE: "The model provider is unavailable; try again later.",
+    LLMErrorCode.LLM_TIMEOUT: "The model provider did not answer in time.",
+    LLMErrorCode.LLM_RATE_LIMITED: "The model provider is rate limiting requests; try again later.",
+    LLMErrorCode.LLM_AUTH_FAILED: "The model provider refused this server's credentials.",
+    LLMErrorCode.LLM_BAD_REQUEST: "The model provider refused the request.",
+    LLMErrorCode.LLM_BAD_RESPONSE: "The model provider sent a response that could not be read.",
+    LLMErrorCode.EMBEDDING_DIMENSIONS_MISMATCH: (
         "The embedding model returned vectors of another length than the catalog says."
     ),
 }
-_RETRYABLE: frozenset[LLMErrorCode] = frozenset(
-    {"llm_unavailable", "llm_timeout", "llm_rate_limited"}
+RETRYABLE: frozenset[LLMErrorCode] = frozenset(
+    {LLMErrorCode.LLM_UNAVAILABLE, LLMErrorCode.LLM_TIMEOUT, LLMErrorCode.LLM_RATE_LIMITED}
 )
 
 # A provider asking us to wait longer than this would hold a worker thread for too long;
@@ -270,7 +260,7 @@ class LLMClient:
         the result (or raises). `on_attempt(n)` runs before each HTTP attempt (1-based)."""
         config = self._providers.get(provider)
         if config is None:
-            raise LLMError("llm_not_configured")
+            raise LLMError(LLMErrorCode.LLM_NOT_CONFIGURED)
         base_url = config.base_url.rstrip("/")
         http = self._http_client(base_url)
         headers = {}
@@ -280,7 +270,7 @@ class LLMClient:
         for attempt in range(1, attempts + 1):
             timeout = self._timeout_before(deadline)
             if timeout is None:
-                raise LLMError("llm_timeout")
+                raise LLMError(LLMErrorCode.LLM_TIMEOUT)
             if on_attempt is not None:
                 on_attempt(attempt)
             try:
@@ -288,11 +278,11 @@ class LLMClient:
                     f"{base_url}{path}", json=payload, headers=headers, timeout=timeout
                 )
             except httpx2.TimeoutException:
-                error = LLMError("llm_timeout")
+                error = LLMError(LLMErrorCode.LLM_TIMEOUT)
             except httpx2.TransportError:
-                error = LLMError("llm_unavailable")
+                error = LLMError(LLMErrorCode.LLM_UNAVAILABLE)
             except httpx2.DecodingError:  # a body its Content-Encoding cannot undo
-                error = LLMError("llm_bad_response")
+                error = LLMError(LLMErrorCode.LLM_BAD_RESPONSE)
             else:
                 if response.is_success:
                     return read(response)
@@ -347,7 +337,7 @@ class LLMClient:
 
     def _retry_delay(self, error: LLMError, attempt: int) -> float | None:
         """Seconds to wait before the next attempt, or None to give up now."""
-        if error.code not in _RETRYABLE:
+        if error.code not in RETRYABLE:
             return None
         if error.retry_after is not None:
             return error.retry_after if error.retry_after <= RETRY_AFTER_CAP else None
@@ -360,17 +350,17 @@ def _status_error(response: httpx2.Response) -> LLMError:
     status = response.status_code
     code: LLMErrorCode
     if status == 429:
-        code = "llm_rate_limited"
+        code = LLMErrorCode.LLM_RATE_LIMITED
     elif status in (401, 403):
-        code = "llm_auth_failed"
+        code = LLMErrorCode.LLM_AUTH_FAILED
     elif status == 408:
-        code = "llm_timeout"
+        code = LLMErrorCode.LLM_TIMEOUT
     elif status >= 500:
-        code = "llm_unavailable"
+        code = LLMErrorCode.LLM_UNAVAILABLE
     elif 400 <= status < 500:
-        code = "llm_bad_request"
+        code = LLMErrorCode.LLM_BAD_REQUEST
     else:  # 1xx/3xx: redirects are not followed, so this is not an answer we can use
-        code = "llm_bad_response"
+        code = LLMErrorCode.LLM_BAD_RESPONSE
     retry_after = _parse_retry_after(response.headers.get("Retry-After"))
     return LLMError(code, status_code=status, retry_after=retry_after)
 
@@ -401,7 +391,7 @@ def _read_completion(response: httpx2.Response, *, requested_model: str) -> Comp
     except ValidationError:
         logger.warning("LLM response unreadable (status %s)", response.status_code)
         # `from None`: pydantic's error quotes the body, which must not travel with us.
-        raise LLMError("llm_bad_response", status_code=response.status_code) from None
+        raise LLMError(LLMErrorCode.LLM_BAD_RESPONSE, status_code=response.status_code) from None
     choice = body.choices[0]
     return Completion(
         content=choice.message.content,
@@ -419,7 +409,7 @@ def _read_embeddings(
         body = _EmbeddingsBody.model_validate_json(response.content)
     except ValidationError:
         logger.warning("LLM embeddings response unreadable (status %s)", response.status_code)
-        raise LLMError("llm_bad_response", status_code=response.status_code) from None
+        raise LLMError(LLMErrorCode.LLM_BAD_RESPONSE, status_code=response.status_code) from None
     items = sorted(body.data, key=lambda item: item.index)
     if [item.index for item in items] != list(range(count)):
         logger.warning(
@@ -427,7 +417,7 @@ def _read_embeddings(
             len(items),
             count,
         )
-        raise LLMError("llm_bad_response", status_code=response.status_code)
+        raise LLMError(LLMErrorCode.LLM_BAD_RESPONSE, status_code=response.status_code)
     lengths = {len(item.embedding) for item in items}
     if lengths != {dimensions}:
         logger.warning(
@@ -435,7 +425,7 @@ def _read_embeddings(
             sorted(lengths),
             dimensions,
         )
-        raise LLMError("embedding_dimensions_mismatch", status_code=response.status_code)
+        raise LLMError(LLMErrorCode.EMBEDDING_DIMENSIONS_MISMATCH, status_code=response.status_code)
     input_tokens = None
     if body.usage is not None:
         input_tokens = body.usage.prompt_tokens
