@@ -1,9 +1,10 @@
 """Dependencies shared by the routes."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from sqlmodel import Session
 
@@ -20,10 +21,22 @@ from app.services.context import RequestContext
 from app.tasks.dispatch import RunDispatcher
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """A session on the app's engine (create_app) for the length of the request."""
-    with open_session(request.app.state.engine) as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session on the app's engine (create_app) for the length of the request.
+
+    Async, so that opening it costs no trip through the threadpool: a Session holds no
+    connection until its first statement, which runs in the sync code that uses it.
+    Routes release it themselves (api/routing.py); one that still holds a connection
+    here (a dependency failed before the route ran) is closed in the threadpool, since
+    handing the connection back to the pool talks to the database."""
+    session = open_session(request.app.state.engine)
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -55,14 +68,18 @@ def get_current_auth(
 CurrentAuth = Annotated[Authenticated, Depends(get_current_auth)]
 
 
-def get_current_user(auth: CurrentAuth) -> User:
+# The dependencies below only read what others resolved or what the app holds: async, so
+# that none of them costs a trip through the threadpool.
+
+
+async def get_current_user(auth: CurrentAuth) -> User:
     return auth.user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_current_superuser(user: CurrentUser) -> User:
+async def get_current_superuser(user: CurrentUser) -> User:
     if not user.is_superuser:
         raise PermissionDeniedError("This needs a superuser", code="superuser_required")
     return user
@@ -71,7 +88,7 @@ def get_current_superuser(user: CurrentUser) -> User:
 SuperuserDep = Annotated[User, Depends(get_current_superuser)]
 
 
-def get_request_context(request: Request) -> RequestContext:
+async def get_request_context(request: Request) -> RequestContext:
     user_agent = request.headers.get("user-agent")
     return RequestContext(
         # The socket peer, or what a trusted proxy said (FORWARDED_ALLOW_IPS).
@@ -84,7 +101,7 @@ def get_request_context(request: Request) -> RequestContext:
 RequestContextDep = Annotated[RequestContext, Depends(get_request_context)]
 
 
-def get_throttle(request: Request) -> Throttle:
+async def get_throttle(request: Request) -> Throttle:
     throttle: Throttle = request.app.state.throttle
     return throttle
 
@@ -92,7 +109,7 @@ def get_throttle(request: Request) -> Throttle:
 ThrottleDep = Annotated[Throttle, Depends(get_throttle)]
 
 
-def get_run_dispatcher(request: Request) -> RunDispatcher:
+async def get_run_dispatcher(request: Request) -> RunDispatcher:
     dispatcher: RunDispatcher = request.app.state.run_dispatcher
     return dispatcher
 
@@ -100,7 +117,7 @@ def get_run_dispatcher(request: Request) -> RunDispatcher:
 RunDispatcherDep = Annotated[RunDispatcher, Depends(get_run_dispatcher)]
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     """Where uploaded files live (built once by create_app)."""
     storage: Storage = request.app.state.storage
     return storage

@@ -4,11 +4,12 @@ from fastapi import APIRouter, Query
 
 from app.api.deps import SessionDep, SuperuserDep
 from app.api.errors import error_responses
+from app.api.routing import OneTripRoute
 from app.crud.page import CursorPage
 from app.models.audit import AuditEntry, AuditEntryListQuery, AuditLogPublic
 from app.services.audit_service import AuditService
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(route_class=OneTripRoute, prefix="/admin", tags=["admin"])
 
 
 @router.get(

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Query, status
 
 from app.api.deps import CurrentUser, SessionDep
 from app.api.errors import error_responses
+from app.api.routing import OneTripRoute
 from app.crud.page import Page
 from app.models.agent import (
     AgentCreate,
@@ -15,7 +16,7 @@ from app.models.agent import (
 )
 from app.services.agent_service import AgentService
 
-router = APIRouter(prefix="/agents", tags=["agents"])
+router = APIRouter(route_class=OneTripRoute, prefix="/agents", tags=["agents"])
 
 # ==================== CRUD ====================
 

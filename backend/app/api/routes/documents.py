@@ -7,10 +7,11 @@ from fastapi import APIRouter, Response, status
 
 from app.api.deps import CurrentUser, RunDispatcherDep, SessionDep, StorageDep
 from app.api.errors import error_responses
+from app.api.routing import OneTripRoute
 from app.models.document import Document, DocumentPublic
 from app.services.document_service import DocumentService
 
-router = APIRouter(prefix="/documents", tags=["documents"])
+router = APIRouter(route_class=OneTripRoute, prefix="/documents", tags=["documents"])
 
 
 class FileDownload(Response):

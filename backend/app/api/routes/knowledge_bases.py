@@ -6,6 +6,7 @@ from sqlmodel import Field
 
 from app.api.deps import ConfigDep, CurrentUser, RunDispatcherDep, SessionDep, StorageDep
 from app.api.errors import error_responses
+from app.api.routing import OneTripRoute
 from app.core.types import Input
 from app.crud.page import Page
 from app.models.document import Document, DocumentListQuery, DocumentPublic, DocumentsPublic
@@ -19,7 +20,7 @@ from app.models.knowledge_base import (
 from app.services.document_service import DocumentService, Upload, UploadLimits
 from app.services.knowledge_base_service import KnowledgeBaseService
 
-router = APIRouter(prefix="/knowledge-bases", tags=["knowledge-bases"])
+router = APIRouter(route_class=OneTripRoute, prefix="/knowledge-bases", tags=["knowledge-bases"])
 
 # Uploads may be larger than other bodies (main.py gives this path its own limit).
 UPLOAD_PATH = "/knowledge-bases/[^/]+/documents"

@@ -5,6 +5,7 @@ from pydantic import Field
 
 from app.api.deps import ConfigDep, CurrentAuth, RequestContextDep, SessionDep, ThrottleDep
 from app.api.errors import error_responses
+from app.api.routing import OneTripRoute
 from app.core.types import Input
 from app.models.auth import (
     Notice,
@@ -16,7 +17,7 @@ from app.models.auth import (
 from app.services.auth_service import AuthService
 from app.services.password_recovery_service import PasswordRecoveryService
 
-router = APIRouter(tags=["login"])
+router = APIRouter(route_class=OneTripRoute, tags=["login"])
 
 RECOVERY_ACCEPTED = "If that account exists, a link to reset its password is on its way."
 

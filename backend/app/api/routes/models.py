@@ -5,6 +5,7 @@ from fastapi import APIRouter, Query, status
 
 from app.api.deps import ConfigDep, CurrentUser, RequestContextDep, SessionDep, SuperuserDep
 from app.api.errors import error_responses
+from app.api.routing import OneTripRoute
 from app.crud.page import Page
 from app.models.ai_model import (
     AIModelCreate,
@@ -15,7 +16,7 @@ from app.models.ai_model import (
 )
 from app.services.ai_model_service import AIModelService
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(route_class=OneTripRoute, prefix="/models", tags=["models"])
 
 # ==================== everyone signed in ====================
 

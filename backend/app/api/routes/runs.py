@@ -4,10 +4,11 @@ from fastapi import APIRouter
 
 from app.api.deps import CurrentUser, SessionDep
 from app.api.errors import error_responses
+from app.api.routing import OneTripRoute
 from app.models.run import Run, RunPublic
 from app.services.run_service import RunService
 
-router = APIRouter(prefix="/runs", tags=["runs"])
+router = APIRouter(route_class=OneTripRoute, prefix="/runs", tags=["runs"])
 
 
 @router.get(

@@ -5,10 +5,11 @@ from fastapi import APIRouter, Query
 
 from app.api.deps import ConfigDep, CurrentUser, LLMDep, SessionDep
 from app.api.errors import error_responses
+from app.api.routing import OneTripRoute
 from app.models.document import SearchQuery, SearchResults
 from app.services.search_service import SearchService
 
-router = APIRouter(prefix="/knowledge-bases", tags=["knowledge-bases"])
+router = APIRouter(route_class=OneTripRoute, prefix="/knowledge-bases", tags=["knowledge-bases"])
 
 
 @router.get(

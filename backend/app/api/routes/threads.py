@@ -5,6 +5,7 @@ from fastapi import APIRouter, Query, status
 
 from app.api.deps import CurrentUser, RunDispatcherDep, SessionDep
 from app.api.errors import error_responses
+from app.api.routing import OneTripRoute
 from app.crud.page import CursorPage, Page
 from app.models.run import PostedMessage, Run, RunListQuery, RunsPublic
 from app.models.thread import (
@@ -22,7 +23,7 @@ from app.models.thread import (
 from app.services.run_service import RunService
 from app.services.thread_service import ThreadService
 
-router = APIRouter(prefix="/threads", tags=["threads"])
+router = APIRouter(route_class=OneTripRoute, prefix="/threads", tags=["threads"])
 
 # ==================== threads ====================
 

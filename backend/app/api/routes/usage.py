@@ -6,12 +6,13 @@ from fastapi import APIRouter, Query, Response
 
 from app.api.deps import CurrentUser, SessionDep, SuperuserDep
 from app.api.errors import error_responses
+from app.api.routing import OneTripRoute
 from app.core.types import Day
 from app.models.usage import AdminGroup, QuotaPublic, UsageReport, UserGroup
 from app.services.quota_service import QuotaService
 from app.services.usage_service import UsageService
 
-router = APIRouter(tags=["usage"])
+router = APIRouter(route_class=OneTripRoute, tags=["usage"])
 
 From = Annotated[Day | None, Query(alias="from", description="First day (UTC).")]
 To = Annotated[Day | None, Query(alias="to", description="Last day (UTC), inclusive.")]

@@ -13,6 +13,7 @@ from app.api.deps import (
     ThrottleDep,
 )
 from app.api.errors import error_responses
+from app.api.routing import OneTripRoute
 from app.crud.page import Page
 from app.models.auth import LoginSessionPublic, LoginSessionsPublic, Notice
 from app.models.user import (
@@ -28,7 +29,7 @@ from app.models.user import (
 )
 from app.services.user_service import UserService
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(route_class=OneTripRoute, prefix="/users", tags=["users"])
 
 AUTHENTICATED = error_responses(401)
 SUPERUSER = error_responses(401, 403)

@@ -5,9 +5,10 @@ from pydantic import BaseModel, ConfigDict
 
 from app.api.deps import SessionDep
 from app.api.errors import error_responses
+from app.api.routing import OneTripRoute
 from app.services.health_service import HealthService
 
-router = APIRouter(prefix="/utils", tags=["utils"])
+router = APIRouter(route_class=OneTripRoute, prefix="/utils", tags=["utils"])
 
 LIVENESS_PATH = "/utils/health-check"
 
