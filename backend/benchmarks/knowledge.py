@@ -14,30 +14,23 @@ so the figures repeat on the same engine. See README.md for what each stage does
 import argparse
 import hashlib
 import itertools
-import logging
-import os
 import random
 import secrets
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Select, column, func, insert, literal_column, table, text
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, delete
 
-from app.core import migrations
-from app.core.config import Settings, load_settings
-from app.core.db import create_db_engine, utcnow
+from app.core.config import Settings
+from app.core.db import utcnow
 from app.crud import chunk as chunk_crud
 from app.models.document import Chunk, Document, DocumentStatus, SearchQuery
 from app.models.knowledge_base import KnowledgeBase
@@ -51,7 +44,7 @@ from app.services.ingestion_service import IngestPolicy
 from app.services.run_runtime import RunPolicy
 from app.services.search_service import SearchService, search_words
 from app.tasks.dispatch import InlineDispatcher
-from benchmarks import servers
+from benchmarks.scratch import at_least, engine_name, scratch_database, scratch_directory, stage
 from tests.documents import make_pdf
 
 T = TypeVar("T")
@@ -760,48 +753,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--facts must be at most --quality-documents - 2")
     if args.largest_queries > args.queries:
         parser.error("--largest-queries must be at most --queries")
-    # A plain `kill` must clean up like Ctrl-C does: the database dropped, the files gone.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    logging.getLogger("agentry").setLevel(logging.ERROR)
-    workdir = Path(tempfile.mkdtemp(prefix="agentry-knowledge-"))
-    database_name: str | None = None
-    engine: Engine | None = None
     try:
-        database_url = args.database_url or f"sqlite:///{(workdir / 'knowledge.db').as_posix()}"
-        if args.postgres_admin_url:
-            database_name = f"agentry_bench_{secrets.token_hex(4)}"
-            database_url = servers.create_database(args.postgres_admin_url, database_name)
-        os.environ["DATABASE_URL"] = database_url
-        os.environ["DATA_DIR"] = str(workdir / "data")
-        config = load_settings()
-        engine = create_db_engine(config)
-        migrations.upgrade(engine, "head")
-        print(run(engine, config, LocalStorage(workdir / "files"), args))
+        with (
+            scratch_directory("agentry-knowledge-") as workdir,
+            scratch_database(
+                workdir,
+                database_url=args.database_url,
+                postgres_admin_url=args.postgres_admin_url,
+            ) as (config, engine),
+        ):
+            print(run(engine, config, LocalStorage(workdir / "files"), args))
         return 0
     except KeyboardInterrupt:
         print("benchmark: interrupted", file=sys.stderr)
         return 130
-    finally:
-        if engine is not None:
-            engine.dispose()
-        if database_name is not None:
-            servers.drop_database(args.postgres_admin_url, database_name)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def run(engine: Engine, config: Settings, storage: Storage, args: argparse.Namespace) -> str:
     corpus = Corpus(random.Random(args.seed), args.vocabulary)
-    print(f"{_engine_name(engine)}, seed {args.seed}", flush=True)
+    print(f"{engine_name(engine)}, seed {args.seed}", flush=True)
     started = time.perf_counter()
-    ingestion = _stage(
+    ingestion = stage(
         f"ingestion: {args.pdf_documents} PDFs of {args.pdf_pages} pages",
         lambda: measure_ingestion(engine, config, storage, corpus, args),
     )
-    quality = _stage(
+    quality = stage(
         f"retrieval quality: {args.quality_documents} documents, {args.facts} facts",
         lambda: measure_quality(engine, config, storage, corpus, args),
     )
-    latencies = _stage(
+    latencies = stage(
         f"search latency: {args.chunks // 10:,} then {args.chunks:,} chunks",
         lambda: measure_search(engine, config, corpus, args),
     )
@@ -815,17 +795,9 @@ def run(engine: Engine, config: Settings, storage: Storage, args: argparse.Names
             "",
             *quality_table(quality),
             "",
-            f"{_engine_name(engine)}, seed {args.seed}, {elapsed:.0f} s in all",
+            f"{engine_name(engine)}, seed {args.seed}, {elapsed:.0f} s in all",
         ]
     )
-
-
-def _stage(name: str, measure: Callable[[], T]) -> T:
-    print(f"{name} ...", end="", flush=True)
-    started = time.perf_counter()
-    result = measure()
-    print(f" {time.perf_counter() - started:.0f} s", flush=True)
-    return result
 
 
 def ingestion_table(figures: Ingestion, args: argparse.Namespace) -> list[str]:
@@ -892,12 +864,6 @@ def quality_table(figures: Quality) -> list[str]:
     return lines
 
 
-def _engine_name(engine: Engine) -> str:
-    with engine.connect() as connection:
-        version = connection.dialect.server_version_info or ()
-    return f"{engine.dialect.name} {'.'.join(str(part) for part in version)}"
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.knowledge",
@@ -915,40 +881,26 @@ def _parser() -> argparse.ArgumentParser:
         "(e.g. postgresql://postgres@127.0.0.1:5432/postgres)",
     )
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--vocabulary", type=_at_least(3_000), default=4_000, help="words")
-    parser.add_argument("--pdf-documents", type=_at_least(1), default=20)
-    parser.add_argument("--pdf-pages", type=_at_least(1), default=50, help="pages per PDF")
+    parser.add_argument("--vocabulary", type=at_least(3_000), default=4_000, help="words")
+    parser.add_argument("--pdf-documents", type=at_least(1), default=20)
+    parser.add_argument("--pdf-pages", type=at_least(1), default=50, help="pages per PDF")
     parser.add_argument(
-        "--chunks", type=_at_least(700), default=100_000, help="measured at a tenth and all"
+        "--chunks", type=at_least(700), default=100_000, help="measured at a tenth and all"
     )
     parser.add_argument(
-        "--chunk-words", type=_at_least(10), default=270, help="mean words per chunk"
+        "--chunk-words", type=at_least(10), default=270, help="mean words per chunk"
     )
-    parser.add_argument("--queries", type=_at_least(COUNTED_QUERIES), default=300)
-    parser.add_argument("--largest-queries", type=_at_least(1), default=100)
+    parser.add_argument("--queries", type=at_least(COUNTED_QUERIES), default=300)
+    parser.add_argument("--largest-queries", type=at_least(1), default=100)
     parser.add_argument(
         "--case-seconds",
-        type=_at_least(1),
+        type=at_least(1),
         default=40,
         help="stop a latency case's searches after this long (PostgreSQL is slow)",
     )
-    parser.add_argument("--quality-documents", type=_at_least(3), default=300)
-    parser.add_argument("--facts", type=_at_least(1), default=100)
+    parser.add_argument("--quality-documents", type=at_least(3), default=300)
+    parser.add_argument("--facts", type=at_least(1), default=100)
     return parser
-
-
-def _at_least(least: int) -> Any:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{value} is less than {least}")
-        return value
-
-    return parse
-
-
-def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

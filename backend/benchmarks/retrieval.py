@@ -32,31 +32,24 @@ knows no meaning, which the output says. `--embeddings-url` uses any other serve
 
 import argparse
 import io
-import logging
 import os
 import secrets
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from types import FrameType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import Engine, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
-from app.core import migrations
-from app.core.config import Settings, load_settings
-from app.core.db import create_db_engine
+from app.core.config import Settings
 from app.core.errors import AppError
 from app.models.ai_model import AIModel, ModelKind
 from app.models.document import Document, DocumentStatus, SearchQuery
@@ -77,7 +70,8 @@ from app.services.run_runtime import RunPolicy
 from app.services.search_service import SearchService
 from app.tasks.dispatch import InlineDispatcher
 from app.tasks.resources import build_llm_client, session_factory_for
-from benchmarks import beir, embeddings_server, servers
+from benchmarks import beir, embeddings_server
+from benchmarks.scratch import at_least, engine_name, scratch_database, scratch_directory, stage
 
 T = TypeVar("T")
 PROVIDER = "bench"  # the catalog's provider slug; LLM_PROVIDERS__BENCH__BASE_URL
@@ -362,31 +356,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--embeddings-url needs --embeddings-model and --dimensions")
     if args.dataset is not None and not (args.dataset / "corpus.jsonl").is_file():
         parser.error(f"{args.dataset} holds no corpus.jsonl: not a BEIR dataset")
-    # A plain `kill` must clean up like Ctrl-C does: the database dropped, the files gone.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    logging.getLogger("agentry").setLevel(logging.ERROR)
-    workdir = Path(tempfile.mkdtemp(prefix="agentry-retrieval-"))
-    database_name: str | None = None
-    engine: Engine | None = None
     embedding: Embedding | None = None
     try:
-        dataset = _stage("dataset", lambda: read(args, workdir))
-        embedding = _stage("embeddings", lambda: start_embeddings(args))
-        database_url = args.database_url or f"sqlite:///{(workdir / 'retrieval.db').as_posix()}"
-        if args.postgres_admin_url:
-            database_name = f"agentry_bench_{secrets.token_hex(4)}"
-            database_url = servers.create_database(args.postgres_admin_url, database_name)
-        os.environ["DATABASE_URL"] = database_url
-        os.environ["DATA_DIR"] = str(workdir / "data")
-        os.environ[f"LLM_PROVIDERS__{PROVIDER.upper()}__BASE_URL"] = embedding.base_url
-        if args.embeddings_url and os.environ.get("EMBEDDINGS_API_KEY"):
-            os.environ[f"LLM_PROVIDERS__{PROVIDER.upper()}__API_KEY"] = os.environ[
-                "EMBEDDINGS_API_KEY"
-            ]
-        config = load_settings()
-        engine = create_db_engine(config)
-        migrations.upgrade(engine, "head")
-        print(run(engine, config, LocalStorage(workdir / "files"), dataset, embedding, args))
+        with scratch_directory("agentry-retrieval-") as workdir:
+            dataset = stage("dataset", lambda: read(args, workdir))
+            embedding = stage("embeddings", lambda: start_embeddings(args))
+            provider = {f"LLM_PROVIDERS__{PROVIDER.upper()}__BASE_URL": embedding.base_url}
+            key = os.environ.get("EMBEDDINGS_API_KEY")
+            if args.embeddings_url and key:
+                provider[f"LLM_PROVIDERS__{PROVIDER.upper()}__API_KEY"] = key
+            with scratch_database(
+                workdir,
+                database_url=args.database_url,
+                postgres_admin_url=args.postgres_admin_url,
+                environment=provider,
+            ) as (config, engine):
+                storage = LocalStorage(workdir / "files")
+                print(run(engine, config, storage, dataset, embedding, args))
         return 0
     except KeyboardInterrupt:
         print("benchmark: interrupted", file=sys.stderr)
@@ -394,11 +380,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if embedding is not None and embedding.server is not None:
             embedding.server.stop()
-        if engine is not None:
-            engine.dispose()
-        if database_name is not None:
-            servers.drop_database(args.postgres_admin_url, database_name)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def read(args: argparse.Namespace, workdir: Path) -> beir.Dataset:
@@ -443,7 +424,7 @@ def run(
         session_factory=session_factory_for(engine),
     )
     try:
-        loaded = _stage(
+        loaded = stage(
             f"loading {len(dataset.documents):,} documents",
             lambda: load(engine, config, storage, dataset, embedding, dispatcher),
         )
@@ -459,7 +440,7 @@ def run(
         "",
         *dataset_lines(dataset, loaded, args),
         f"embedder: {embedding.label}",
-        f"engine: {_engine_name(engine)}",
+        f"engine: {engine_name(engine)}",
         "",
         *quality_table(figures, dataset),
         "",
@@ -467,14 +448,6 @@ def run(
     ]
     lines.append(f"{time.perf_counter() - started:.0f} s in all")
     return "\n".join(lines)
-
-
-def _stage(name: str, measure: Callable[[], T]) -> T:
-    print(f"{name} ...", end="", flush=True)
-    started = time.perf_counter()
-    result = measure()
-    print(f" {time.perf_counter() - started:.1f} s", flush=True)
-    return result
 
 
 # ==================== the report ====================
@@ -567,12 +540,6 @@ def cost_lines(loaded: Loaded, index_tokens: int, figures: list[ModeFigures]) ->
     ]
 
 
-def _engine_name(engine: Engine) -> str:
-    with engine.connect() as connection:
-        version = connection.dialect.server_version_info or ()
-    return f"{engine.dialect.name} {'.'.join(str(part) for part in version)}"
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.retrieval",
@@ -586,15 +553,15 @@ def _parser() -> argparse.ArgumentParser:
         help="a BEIR dataset directory (corpus.jsonl, queries.jsonl, qrels/); none: generate one",
     )
     parser.add_argument("--split", default="test", help="the qrels file: qrels/SPLIT.tsv")
-    parser.add_argument("--max-queries", type=_at_least(1), help="the first N judged queries")
+    parser.add_argument("--max-queries", type=at_least(1), help="the first N judged queries")
     parser.add_argument(
         "--max-docs",
-        type=_at_least(1),
+        type=at_least(1),
         help="at most N documents (every document judged for a kept query is kept)",
     )
     generated = parser.add_argument_group("the generated dataset (when no path is given)")
-    generated.add_argument("--documents", type=_at_least(30), default=2_000)
-    generated.add_argument("--queries", type=_at_least(1), default=300)
+    generated.add_argument("--documents", type=at_least(30), default=2_000)
+    generated.add_argument("--queries", type=at_least(1), default=300)
     generated.add_argument("--seed", type=int, default=11)
     embeddings = parser.add_argument_group("embeddings")
     embeddings.add_argument(
@@ -614,7 +581,7 @@ def _parser() -> argparse.ArgumentParser:
     embeddings.add_argument("--embeddings-model", help="the model name it serves")
     embeddings.add_argument(
         "--dimensions",
-        type=_at_least(1),
+        type=at_least(1),
         help="its vectors' length (the hashing embedder: default 384)",
     )
     parser.add_argument(
@@ -628,20 +595,6 @@ def _parser() -> argparse.ArgumentParser:
         "(e.g. postgresql://postgres@127.0.0.1:5432/postgres)",
     )
     return parser
-
-
-def _at_least(least: int) -> Any:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{value} is less than {least}")
-        return value
-
-    return parse
-
-
-def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,13 @@ Searches call `chunk_vector.search` as the search service does. See README.md.
 """
 
 import argparse
-import logging
 import os
 import platform
 import secrets
 import shutil
-import signal
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 import warnings
@@ -35,7 +32,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from types import FrameType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -59,6 +55,7 @@ from app.models.user import User
 from app.modules.documents.detect import CONTENT_TYPES, DocumentKind
 from app.modules.llm.client import MAX_EMBED_BATCH
 from benchmarks import servers
+from benchmarks.scratch import at_least, scratch_directory
 
 with warnings.catch_warnings():
     # platformdirs warns, on import, when XDG_RUNTIME_DIR is unset (containers, CI).
@@ -495,24 +492,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.sizes = sorted({_size(parser, value) for value in args.sizes.split(",")})
     if "postgres" in args.paths and not args.postgres_admin_url:
         parser.error("the postgres path needs --postgres-admin-url")
-    # A plain `kill` must clean up like Ctrl-C does: the databases dropped, the files gone.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    logging.getLogger("agentry").setLevel(logging.ERROR)
-    workdir = Path(tempfile.mkdtemp(prefix="agentry-vectors-"))
     try:
-        os.environ["DATA_DIR"] = str(workdir / "data")
-        config = load_settings()
-        print(machine(), flush=True)
-        started = time.perf_counter()
-        results = [measure_path(path, config, workdir, args) for path in args.paths]
-        elapsed = time.perf_counter() - started
-        print("\n".join(["", *report(results, args), "", f"{elapsed:.0f} s in all"]))
+        with scratch_directory("agentry-vectors-") as workdir:
+            os.environ["DATA_DIR"] = str(workdir / "data")
+            config = load_settings()
+            print(machine(), flush=True)
+            started = time.perf_counter()
+            results = [measure_path(path, config, workdir, args) for path in args.paths]
+            elapsed = time.perf_counter() - started
+            print("\n".join(["", *report(results, args), "", f"{elapsed:.0f} s in all"]))
         return 0
     except KeyboardInterrupt:
         print("benchmark: interrupted", file=sys.stderr)
         return 130
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def machine() -> str:
@@ -606,21 +598,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-pgvector-size",
-        type=_at_least(0),
+        type=at_least(0),
         default=0,
         help="skip the pgvector path's sizes above this (0: none skipped)",
     )
-    parser.add_argument("--dimensions", type=_at_least(2), default=384)
+    parser.add_argument("--dimensions", type=at_least(2), default=384)
     parser.add_argument(
         "--store-batch",
-        type=_at_least(1),
+        type=at_least(1),
         default=MAX_EMBED_BATCH,
         help="vectors per store call and transaction, as the index job",
     )
-    parser.add_argument("--queries", type=_at_least(1), default=50, help="per case")
+    parser.add_argument("--queries", type=at_least(1), default=50, help="per case")
     parser.add_argument(
         "--case-seconds",
-        type=_at_least(1),
+        type=at_least(1),
         default=20,
         help="stop a case's searches after this long",
     )
@@ -632,7 +624,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--clusters",
-        type=_at_least(0),
+        type=at_least(0),
         default=0,
         help="vectors and queries near one of this many random centres (0: uniform)",
     )
@@ -652,20 +644,6 @@ def _size(parser: argparse.ArgumentParser, value: str) -> int:
     if not value.strip().isdigit() or int(value) < 1_000:
         parser.error(f"a size is a number of chunks, at least 1000: {value!r}")
     return int(value)
-
-
-def _at_least(least: int) -> Any:
-    def parse(value: str) -> int:
-        number = int(value)
-        if number < least:
-            raise argparse.ArgumentTypeError(f"{number} is less than {least}")
-        return number
-
-    return parse
-
-
-def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":
