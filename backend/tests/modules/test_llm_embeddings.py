@@ -8,60 +8,19 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from app.core.config import ProviderSettings
 from app.modules.llm.client import MAX_EMBED_BATCH, Embeddings, LLMClient, LLMError
+from tests.modules.conftest import API_KEY, UPSTREAM_SECRET, MakeClient, Recorder
 from tests.modules.fake_embeddings import SYNONYMS, embed_text
 from tests.modules.fake_llm import FakeLLM, FakeResponse, embeddings_body
 
-API_KEY = "sk-test-3b1d-never-log-me"
-UPSTREAM_SECRET = "secret upstream detail"
 INPUTS = ["The physician refunded the automobile.", "Rain in spring", "A kitten"]
 DIMENSIONS = 64  # FakeLLM's default
-
-MakeClient = Callable[..., LLMClient]
-
-
-class Recorder:
-    """Stands in for time.sleep and on_attempt: remembers, never waits."""
-
-    def __init__(self) -> None:
-        self.calls: list[Any] = []
-
-    def __call__(self, value: Any) -> None:
-        self.calls.append(value)
-
-
-@pytest.fixture
-def sleeps() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def attempts() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-def make_client(fake_llm: FakeLLM, sleeps: Recorder) -> Iterator[MakeClient]:
-    """Clients for the provider "fake", served by fake_llm."""
-    clients: list[LLMClient] = []
-
-    def make(**options: Any) -> LLMClient:
-        provider = ProviderSettings(base_url=fake_llm.base_url, api_key=SecretStr(API_KEY))
-        client = LLMClient(providers={"fake": provider}, sleep=sleeps, **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 def embed(client: LLMClient, attempts: Recorder | None = None, **overrides: Any) -> Embeddings:
