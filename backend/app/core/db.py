@@ -146,9 +146,11 @@ def create_db_engine(config: Settings, **overrides: Any) -> Engine:
         engine = create_engine(url, **options)
         _tune_sqlite(engine, config.SQLITE_BUSY_TIMEOUT_MS)
         return engine
+    # No ping before each checkout: that would be a round trip on every request. A
+    # connection the server dropped fails the request that meets it (503), and the pool
+    # then replaces every connection it held (tests/api/test_errors.py).
     options = {
         "hide_parameters": True,
-        "pool_pre_ping": True,
         "pool_size": config.DB_POOL_SIZE,
         "max_overflow": config.DB_MAX_OVERFLOW,
         "pool_timeout": config.DB_POOL_TIMEOUT,
@@ -156,6 +158,7 @@ def create_db_engine(config: Settings, **overrides: Any) -> Engine:
             "connect_timeout": config.DB_CONNECT_TIMEOUT,
             "options": f"-c statement_timeout={config.DB_STATEMENT_TIMEOUT_MS}",
             "application_name": config.PROJECT_NAME.lower(),
+            "prepare_threshold": None,
         },
     }
     options.update(overrides)

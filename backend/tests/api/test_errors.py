@@ -1,17 +1,23 @@
 import logging
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict
-from sqlmodel import Session
+from sqlalchemy import delete, text
+from sqlmodel import Session, col
 
 from app.api.deps import get_session
 from app.core.config import Settings
 from app.core.db import create_db_engine
+from app.main import create_app
+from app.models.user import User
 from tests.conftest import AppFactory
-from tests.environment import settings
+from tests.environment import engine, settings
+from tests.factories import auth_headers, create_user
 
 boom = APIRouter(prefix="/test-only", tags=["test"])
 
@@ -170,3 +176,40 @@ class TestDatabaseUnavailable:
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "5"
         assert response.json()["code"] == "database_unavailable"
+
+
+@pytest.mark.skipif(settings.is_sqlite, reason="PostgreSQL server connections")
+def test_connections_a_database_restart_killed_cost_at_most_one_request() -> None:
+    """Pooled connections are not pinged before each use (a round trip per request): when
+    the server drops them (a restart, a failover), the first request to meet a dead one
+    answers 503 and the pool replaces every connection it had, so the next ones succeed."""
+    config = settings.model_copy(update={"PROJECT_NAME": f"Agentry {uuid.uuid4().hex[:8]}"})
+    name = config.PROJECT_NAME.lower()
+    with Session(engine, expire_on_commit=False) as session:
+        user = create_user(session)
+        headers = auth_headers(session, user=user)
+    try:
+        with TestClient(create_app(config)) as client:
+            with ThreadPoolExecutor(4) as pool:  # several connections in the pool
+                warm = list(pool.map(lambda _: me(client, headers), range(8)))
+            with engine.connect() as connection:
+                killed = connection.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name = :name"
+                    ),
+                    {"name": name},
+                ).scalar_one()
+            after = [me(client, headers) for _ in range(6)]
+    finally:
+        with Session(engine) as session:
+            session.execute(delete(User).where(col(User.id) == user.id))
+            session.commit()
+    assert warm == [200] * 8
+    assert killed >= 1
+    assert after[0] in (200, 503)
+    assert after[1:] == [200] * 5
+
+
+def me(client: TestClient, headers: dict[str, str]) -> int:
+    return client.get("/api/v1/users/me", headers=headers).status_code
