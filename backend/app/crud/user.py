@@ -3,6 +3,7 @@
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
@@ -25,8 +26,13 @@ def get_user_by_email(*, session: Session, email: str) -> User | None:
 
 @dataclass(frozen=True)
 class UserWithSession:
+    """A user and the state of one of their login sessions (only what a request checks:
+    loading the session as an object too would cost every request for nothing)."""
+
     user: User
-    login_session: LoginSession
+    session_id: uuid.UUID
+    revoked_at: datetime | None
+    expires_at: datetime
 
 
 def get_user_with_login_session(
@@ -34,12 +40,14 @@ def get_user_with_login_session(
 ) -> UserWithSession | None:
     """Both rows an access token names, in one round trip."""
     statement = (
-        select(User, LoginSession)
+        select(User, LoginSession.revoked_at, LoginSession.expires_at)
         .join(LoginSession, col(LoginSession.user_id) == User.id)
         .where(LoginSession.id == session_id, User.id == user_id)
     )
     row = session.exec(statement).first()
-    return UserWithSession(user=row[0], login_session=row[1]) if row is not None else None
+    if row is None:
+        return None
+    return UserWithSession(user=row[0], session_id=session_id, revoked_at=row[1], expires_at=row[2])
 
 
 def list_users(*, session: Session, query: UserListQuery) -> Page[User]:

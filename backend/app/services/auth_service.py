@@ -209,12 +209,11 @@ class AuthService:
         )
         if found is None:
             raise AuthenticationError("Could not validate credentials", code="invalid_token")
-        user, login_session = found.user, found.login_session
-        if login_session.revoked_at is not None or login_session.expires_at <= utcnow():
+        if found.revoked_at is not None or found.expires_at <= utcnow():
             raise AuthenticationError("This session has ended", code="session_revoked")
-        if not user.is_active:
+        if not found.user.is_active:
             raise AuthenticationError("This account is deactivated", code="account_inactive")
-        return Authenticated(user=user, session_id=login_session.id)
+        return Authenticated(user=found.user, session_id=found.session_id)
 
 
 def _issue_refresh_token(*, session: Session, login_session: LoginSession) -> str:
