@@ -87,6 +87,11 @@ def set_knowledge_bases(*, session: Session, agent: Agent, kb_ids: Sequence[uuid
     """The agent's knowledge bases become `kb_ids` (the service checked they are the
     agent owner's); the agent's row must have been flushed."""
     session.execute(delete(AgentKnowledgeBase).where(col(AgentKnowledgeBase.agent_id) == agent.id))
+    add_knowledge_bases(session=session, agent=agent, kb_ids=kb_ids)
+
+
+def add_knowledge_bases(*, session: Session, agent: Agent, kb_ids: Sequence[uuid.UUID]) -> None:
+    """Links the agent to `kb_ids`, which it has no links to yet."""
     if kb_ids:
         rows = [{"agent_id": agent.id, "knowledge_base_id": kb_id} for kb_id in kb_ids]
         session.execute(insert(AgentKnowledgeBase), rows)

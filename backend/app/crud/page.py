@@ -52,9 +52,21 @@ def read_page(
 ) -> Page[T]:
     """The page `query` asks for of a filtered statement, in `order` (which must end in
     a unique column, so pages never overlap or skip rows), and how many rows it holds."""
-    count = session.exec(select(func.count()).select_from(statement.subquery())).one()
     page = statement.order_by(*order).offset(query.skip).limit(query.limit)
-    return Page(data=session.exec(page).all(), count=count)
+    return Page(data=session.exec(page).all(), count=count_of(session, statement))
+
+
+def count_of(session: Session, statement: SelectOfScalar[T]) -> int:
+    """How many rows `statement` selects: `count(*)` over its own FROM and WHERE, unless
+    it is DISTINCT or grouped (then over it as a subquery)."""
+    counting: Any
+    if statement._distinct or statement._group_by_clauses:
+        counting = select(func.count()).select_from(statement.subquery())
+    else:
+        counting = statement.with_only_columns(func.count(), maintain_column_froms=True).order_by(
+            None
+        )
+    return int(session.execute(counting).scalar_one())
 
 
 def read_slice(session: Session, statement: SelectOfScalar[T], *, limit: int) -> Slice[T]:

@@ -54,8 +54,9 @@ class AgentService:
             agent_in.model_dump(exclude={"knowledge_base_ids"}), update={"owner_id": user.id}
         )
         session.add(agent)
-        session.flush()  # the links refer to the agent's row
-        agent_crud.set_knowledge_bases(session=session, agent=agent, kb_ids=kb_ids)
+        if kb_ids:  # a new agent has no links to replace
+            session.flush()  # the links refer to the agent's row
+            agent_crud.add_knowledge_bases(session=session, agent=agent, kb_ids=kb_ids)
         session.commit()
         return _public(agent, sorted(kb_ids))
 
