@@ -1,7 +1,6 @@
-"""The load generator: C connections, each looping over its requests for a fixed time.
-
-It shares the machine with the server; that is why every figure is read against the
-yardstick measured by this same generator in the same run.
+"""The Python load generator: C connections, each looping over its requests for a fixed
+time. The fallback when wrk is not installed: it costs more CPU per request than the
+servers it measures, so on a small machine it caps their figures (ratios still hold best).
 """
 
 import asyncio
@@ -45,6 +44,8 @@ class Phase:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)  # of successes, in seconds
     errors: Counter[str] = field(default_factory=Counter)
+    # Requests completed (answered or failed) in each whole second since the start.
+    completions: Counter[int] = field(default_factory=Counter)
 
     @property
     def error_count(self) -> int:
@@ -53,6 +54,10 @@ class Phase:
     @property
     def rps(self) -> float:
         return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def stalled_windows(self) -> int:
+        """Whole seconds of the phase in which no request completed."""
+        return sum(1 for second in range(int(self.seconds)) if not self.completions[second])
 
     def percentile_ms(self, percent: int) -> float:
         if not self.latencies:
@@ -64,15 +69,21 @@ class Phase:
 
 
 async def measure(
-    base_url: str, targets: list[Target], *, concurrency: int, seconds: float
+    base_url: str,
+    targets: list[Target],
+    *,
+    concurrency: int,
+    seconds: float,
+    warmup: float = WARMUP_SECONDS,
 ) -> Phase:
-    """Warm up for a second on the same connections, then measure for `seconds`."""
+    """Warm up for `warmup` seconds on the same connections, then measure for `seconds`."""
     async with AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(_client(base_url, connections))
             for connections in _shares(concurrency)
         ]
-        await _run(clients, targets, concurrency=concurrency, seconds=WARMUP_SECONDS)
+        if warmup > 0:
+            await _run(clients, targets, concurrency=concurrency, seconds=warmup)
         return await _run(clients, targets, concurrency=concurrency, seconds=seconds)
 
 
@@ -97,6 +108,7 @@ async def _run(
     numbers = itertools.count()
     loop = asyncio.get_running_loop()
     stop_at = loop.time() + seconds
+    began = time.perf_counter()
 
     async def connection(client: httpx2.AsyncClient) -> None:
         while loop.time() < stop_at:
@@ -117,6 +129,7 @@ async def _run(
                 continue
             finally:
                 phase.requests += 1
+                phase.completions[int(time.perf_counter() - began)] += 1
             if response.status_code == target.expect:
                 phase.latencies.append(time.perf_counter() - started)
             else:

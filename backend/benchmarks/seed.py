@@ -29,7 +29,7 @@ from app.models.user import User
 from benchmarks import PAGING_THREAD_MESSAGES
 
 BATCH_SIZE = 1_000
-MAX_CHAT_USERS = 5
+CHAT_USERS = 5
 OTHER_THREAD_MESSAGES = 25
 PASSWORD = "bench-password-not-for-login"  # noqa: S105 (hashed once, never used to log in)
 CONTENT = (
@@ -64,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--users", type=int, required=True)
     parser.add_argument("--agents-per-user", type=int, required=True)
     parser.add_argument("--messages", type=int, required=True)
+    parser.add_argument(
+        "--chat-users", type=int, default=CHAT_USERS, help="the first N users own the threads"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.messages < PAGING_THREAD_MESSAGES:
@@ -77,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             users=args.users,
             agents_per_user=args.agents_per_user,
             messages=args.messages,
+            chat_users=args.chat_users,
         )
     fixture.seconds = round(time.perf_counter() - started, 2)
     args.out.write_text(json.dumps(asdict(fixture)))
@@ -84,7 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def seed(
-    session: Session, *, config: Settings, users: int, agents_per_user: int, messages: int
+    session: Session,
+    *,
+    config: Settings,
+    users: int,
+    agents_per_user: int,
+    messages: int,
+    chat_users: int = CHAT_USERS,
 ) -> Fixture:
     """Users with a login session each, their agents, and threads of a few of them."""
     now = utcnow()
@@ -113,7 +123,7 @@ def seed(
         for user in people
     }
     _insert(session, [agent for owned in agents.values() for agent in owned])
-    threads, thread_messages = _conversations(people, agents, messages, start=now)
+    threads, thread_messages = _conversations(people[:chat_users], agents, messages, start=now)
     _insert(session, threads)
     _insert(session, thread_messages)
 
@@ -126,10 +136,10 @@ def seed(
     per_thread: dict[uuid.UUID, int] = {}
     for message in thread_messages:
         per_thread[message.thread_id] = per_thread.get(message.thread_id, 0) + 1
+    # Every thread with its length: a runner picks those long enough for its pages.
     fixture.threads = [
         SeededThread(tokens[thread.owner_id], str(thread.id), per_thread[thread.id])
         for thread in threads
-        if per_thread[thread.id] >= PAGING_THREAD_MESSAGES
     ]
     fixture.counts = {
         "users": len(people),
@@ -141,15 +151,14 @@ def seed(
 
 
 def _conversations(
-    people: list[User],
+    chat_users: list[User],
     agents: dict[uuid.UUID, list[Agent]],
     total: int,
     *,
     start: datetime,
 ) -> tuple[list[Thread], list[Message]]:
-    """`total` messages over the threads of the first few users: some long threads to page
+    """`total` messages over the threads of `chat_users`: some long threads to page
     through, the rest in short ones. Each message is a second after the one before it."""
-    chat_users = people[:MAX_CHAT_USERS]
     long_threads = max(1, min(len(chat_users), total // (2 * PAGING_THREAD_MESSAGES)))
     sizes = [PAGING_THREAD_MESSAGES] * long_threads
     remaining = total - sum(sizes)

@@ -1,13 +1,16 @@
-"""The processes a benchmark starts and stops: the app, the yardstick, and the seeder;
-and the throwaway PostgreSQL database it may create."""
+"""The processes a benchmark starts and stops: the app, the reference, the bare route and
+the helpers it runs to the end; and the throwaway PostgreSQL database it may create."""
 
+import math
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -40,6 +43,11 @@ class Process:
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the process and its descendants (uvicorn's workers)
+        have used so far; NaN where there is no /proc."""
+        return cpu_seconds(self.popen.pid)
+
     def stop(self) -> None:
         """SIGTERM, a graceful wait, then SIGKILL for whatever its process group still holds
         (uvicorn's workers included): the group is ours, started in its own session."""
@@ -51,6 +59,30 @@ class Process:
                 os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait()
         self.log.close()
+
+
+def cpu_seconds(root: int) -> float:
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return math.nan
+    children: dict[int, list[int]] = {}
+    used: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            # The command name may hold spaces; the fields after its ")" do not.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        pid = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        used[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    total, pending = 0.0, [root]
+    while pending:
+        pid = pending.pop()
+        total += used.get(pid, 0.0)
+        pending += children.get(pid, [])
+    return total
 
 
 def free_port() -> int:
@@ -80,17 +112,26 @@ def start_app(*, port: int, workers: int, env: Mapping[str, str], log_dir: Path)
     return spawn("app", [*args, "--workers", str(workers)], env=env, log_dir=log_dir)
 
 
-def start_yardstick(*, port: int, workers: int, env: Mapping[str, str], log_dir: Path) -> Process:
-    args = ["-m", "uvicorn", "benchmarks.yardstick:app", "--host", "127.0.0.1"]
+def start_uvicorn(
+    name: str, target: str, *, port: int, workers: int, env: Mapping[str, str], log_dir: Path
+) -> Process:
+    """`module:app` under uvicorn, as the app serves: access log off, warnings only."""
+    args = ["-m", "uvicorn", target, "--host", "127.0.0.1"]
     args += ["--port", str(port), "--workers", str(workers)]
-    # The app turns uvicorn's access log off too; logging each request is not the yardstick.
+    # The app turns uvicorn's access log off too; logging each request is not measured.
     args += ["--log-level", "warning", "--no-access-log"]
-    return spawn("yardstick", args, env=env, log_dir=log_dir)
+    return spawn(name, args, env=env, log_dir=log_dir)
 
 
-def wait_ready(process: Process, url: str, *, timeout: float = READY_TIMEOUT) -> None:
+def wait_ready(
+    process: Process,
+    url: str,
+    *,
+    timeout: float = READY_TIMEOUT,
+    headers: Mapping[str, str] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
-    with httpx2.Client(timeout=2.0) as client:
+    with httpx2.Client(timeout=2.0, headers=dict(headers or {})) as client:
         while time.monotonic() < deadline:
             if process.popen.poll() is not None:
                 raise ServerError(f"{process.name} exited early:\n{process.tail()}")
@@ -134,3 +175,14 @@ def drop_database(admin_url: str, name: str) -> None:
         # FORCE: a server killed mid-request may leave a connection behind.
         statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
         connection.execute(statement.format(sql.Identifier(name)))
+
+
+def delete_agents_named(database_url: str, name: str) -> None:
+    """The benchmark's own upkeep: remove the agents its writes added."""
+    if database_url.startswith("sqlite"):
+        path = make_url(database_url).database or ""
+        with closing(sqlite3.connect(path, timeout=30)) as lite, lite:
+            lite.execute("DELETE FROM agent WHERE name = ?", (name,))
+        return
+    with psycopg.connect(_libpq(make_url(database_url)), autocommit=True) as connection:
+        connection.execute("DELETE FROM agent WHERE name = %s", (name,))
