@@ -66,7 +66,8 @@ class KnowledgeBaseService:
             kb.index_lease_expires_at = utcnow()
         session.add(kb)
         commit_or_conflict(session, {KB_NAME_UNIQUE: _name_taken()})
-        _deliver_build(session, kb, index)
+        if kb.embedding_model_id is not None:
+            _deliver_build(session, kb, index)
         return _with_contents(session, kb)
 
     @staticmethod
@@ -78,8 +79,9 @@ class KnowledgeBaseService:
         kb_in: KnowledgeBaseUpdate,
         index: Dispatch,
     ) -> KnowledgeBasePublic:
-        """A new embedding model starts a build while the old index keeps serving; none
-        drops the semantic index (search is by keyword alone)."""
+        """A new embedding model starts a build while the old index keeps serving (the
+        same model again retries a failed build); none drops the semantic index (search
+        is by keyword alone)."""
         kb = KnowledgeBaseService.get(session=session, user=user, kb_id=kb_id)
         changes = kb_in.model_dump(exclude_unset=True)
         name = changes.get("name")
@@ -88,8 +90,10 @@ class KnowledgeBaseService:
         ):
             raise _name_taken()
         rebuild = False
-        if "embedding_model_id" in changes and changes["embedding_model_id"] != (
-            kb.embedding_model_id
+        # Another model, or the same one again after a build failed: build (again).
+        if "embedding_model_id" in changes and (
+            changes["embedding_model_id"] != kb.embedding_model_id
+            or kb.index_status == IndexStatus.FAILED
         ):
             _check_embedding_model(session, changes["embedding_model_id"])
             rebuild = changes["embedding_model_id"] is not None
@@ -108,9 +112,10 @@ class KnowledgeBaseService:
             index_crud.clear_document_marks(session=session, kb_id=kb.id)
             index_crud.request_build(session=session, kb_ids=[kb.id], now=utcnow())
         commit_or_conflict(session, {KB_NAME_UNIQUE: _name_taken()})
-        session.refresh(kb)
-        if rebuild:
+        if rebuild:  # before this session reads again: the build must not wait for it
             _deliver_build(session, kb, index)
+        else:
+            session.refresh(kb)
         return _with_contents(session, kb)
 
     @staticmethod
@@ -149,10 +154,8 @@ def _check_embedding_model(session: Session, model_id: uuid.UUID | None) -> None
 
 
 def _deliver_build(session: Session, kb: KnowledgeBase, index: Dispatch) -> None:
-    """Hands the build to the ingestion lane; if the queue is away it stays due and the
-    sweep delivers it."""
-    if kb.index_status != IndexStatus.BUILDING:
-        return
+    """Hands the build to the ingestion lane (the knowledge base is building and due);
+    if the queue is away it stays due and the sweep delivers it."""
     try:
         index(kb.id)
     except QueueUnavailableError:

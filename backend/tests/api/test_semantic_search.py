@@ -351,6 +351,36 @@ class TestTheIndex:
         assert vectors_of(db, kb["id"], wrong) == 0
         assert FACT in found[0]  # by keyword, through the index that served before
 
+    def test_the_same_model_again_retries_a_failed_build(
+        self,
+        semantic_app: FastAPI,
+        db: Session,
+        user_headers: dict[str, str],
+        fake_llm: FakeLLM,
+    ) -> None:
+        model = embedding_model(db, dimensions=32)
+        with TestClient(semantic_app) as client:
+            fake_llm.embedding_dimensions = 64  # a provider misconfigured for a while
+            kb = new_kb(client, user_headers, model)
+            upload(client, kb["id"], user_headers, FACT)
+            failed = client.get(f"{API}/knowledge-bases/{kb['id']}", headers=user_headers)
+            fake_llm.embedding_dimensions = 32  # fixed
+            retried = client.patch(
+                f"{API}/knowledge-bases/{kb['id']}",
+                headers=user_headers,
+                json={"embedding_model_id": str(model.id)},
+            )
+        assert failed.json()["index"]["status"] == "failed"
+        assert retried.status_code == 200, retried.text
+        index = retried.json()["index"]
+        assert (index["status"], index["model_id"], index["error_code"]) == (
+            "ready",
+            str(model.id),
+            None,
+        )
+        assert index["chunks_embedded"] == index["chunks_total"] >= 1
+        assert vectors_of(db, kb["id"], model) == index["chunks_total"]
+
     def test_a_build_whose_worker_died_is_delivered_again_by_the_sweep(
         self,
         semantic_app: FastAPI,
