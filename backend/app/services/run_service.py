@@ -21,6 +21,7 @@ from app.core.errors import ConflictError, NotFoundError, UnprocessableError
 from app.core.pricing import cost_usd
 from app.crud import agent as agent_crud
 from app.crud import ai_model as ai_model_crud
+from app.crud import knowledge_base as kb_crud
 from app.crud import run as run_crud
 from app.crud.page import Page
 from app.models.ai_model import AIModel
@@ -29,7 +30,7 @@ from app.models.thread import Message, MessageCreate, MessagePublic, MessageRole
 from app.models.user import User
 from app.modules.llm.client import ChatMessage, LLMClient
 from app.modules.llm.context import ContextTooLong, estimate_tokens, fit_context
-from app.services import retrieval, run_execution, run_recovery
+from app.services import retrieval, run_execution, run_recovery, semantic_search
 from app.services.quota_service import QuotaService
 from app.services.run_runtime import (
     Dispatch,
@@ -105,11 +106,16 @@ class RunService:
             agent.max_output_tokens or model.max_output_tokens, model.max_output_tokens
         )
 
-        # An agent with knowledge bases sends sources too: priced at the most they may take.
-        has_knowledge = agent.id in agent_crud.knowledge_base_ids(
-            session=session, agent_ids=[agent.id]
+        # An agent with knowledge bases sends sources too: priced at the most they may take,
+        # with the most embedding the question for their semantic indexes may cost.
+        kb_ids = agent_crud.knowledge_base_ids(session=session, agent_ids=[agent.id]).get(
+            agent.id, []
         )
-        source_tokens = retrieval.SOURCE_TOKENS if has_knowledge else 0
+        source_tokens = retrieval.SOURCE_TOKENS if kb_ids else 0
+        question_cost = semantic_search.question_worst_case(
+            session=session,
+            knowledge_bases=kb_crud.get_many(session=session, user=user, kb_ids=kb_ids),
+        )
 
         run_crud.lock_owner(session=session, user=user)
         if run_crud.has_active_run(session=session, thread=thread):
@@ -125,7 +131,7 @@ class RunService:
             max_output=max_output,
             source_tokens=source_tokens,
         )
-        worst_case = cost_usd(
+        worst_case = question_cost + cost_usd(
             input_price_per_million=model.input_price_per_million,
             output_price_per_million=model.output_price_per_million,
             input_tokens=input_tokens,

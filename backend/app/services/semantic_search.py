@@ -45,6 +45,17 @@ def serving_models(
     return models
 
 
+def question_worst_case(*, session: Session, knowledge_bases: Sequence[KnowledgeBase]) -> Decimal:
+    """The most embedding a question for these knowledge bases can cost: one call per
+    serving model, of MAX_QUESTION_CHARS characters of 4 bytes each, by the estimate."""
+    longest = "\U0010ffff" * MAX_QUESTION_CHARS
+    models = serving_models(session=session, knowledge_bases=knowledge_bases)
+    return sum(
+        (embedding_service.estimated_cost(model, [longest]) for model in models.values()),
+        Decimal(0),
+    )
+
+
 def semantic_hits(
     *,
     session: Session,

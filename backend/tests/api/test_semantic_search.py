@@ -29,9 +29,12 @@ from app.models.thread import Thread
 from app.models.usage import UsageEntry, UsageKind
 from app.models.user import User
 from app.modules.llm.client import LLMClient
+from app.modules.llm.context import estimate_tokens
+from app.services.retrieval import SOURCE_TOKENS
+from app.services.semantic_search import MAX_QUESTION_CHARS
 from app.tasks.dispatch import InlineDispatcher
 from tests.api.conftest import post
-from tests.factories import create_ai_model, create_knowledge_base
+from tests.factories import ParkedDispatcher, create_ai_model, create_knowledge_base
 from tests.modules.fake_llm import FakeLLM, FakeResponse, ok
 
 API = "/api/v1"
@@ -622,6 +625,42 @@ def test_a_run_finds_its_sources_by_meaning_and_bills_the_question(
     assert question.agent_id == thread.agent_id
     assert question.thread_id == thread.id
     assert question.cost_usd > 0
+
+
+def test_a_run_reserves_the_most_its_question_can_cost_to_embed(
+    semantic_app: FastAPI,
+    db: Session,
+    user_headers: dict[str, str],
+    thread: Thread,
+    model: AIModel,
+    embedder: AIModel,
+) -> None:
+    with TestClient(semantic_app) as client:
+        kb = new_kb(client, user_headers, embedder)
+        upload(client, kb["id"], user_headers, FACT)
+        db.add(AgentKnowledgeBase(agent_id=thread.agent_id, knowledge_base_id=uuid.UUID(kb["id"])))
+        db.commit()
+        semantic_app.state.run_dispatcher = ParkedDispatcher()  # the run stays queued
+        posted = post(client, thread, user_headers, PARAPHRASE)
+    assert posted.status_code == 202, posted.text
+    run = db.get(Run, uuid.UUID(posted.json()["run"]["id"]))
+    assert run is not None
+    conversation = estimate_tokens("Answer in one line.") + estimate_tokens(PARAPHRASE)
+    chat = cost_usd(
+        input_price_per_million=model.input_price_per_million,
+        output_price_per_million=model.output_price_per_million,
+        input_tokens=conversation + SOURCE_TOKENS,
+        output_tokens=run.max_output_tokens,
+    )
+    # 2,000 characters of 4 bytes: the longest question embedded, by the token estimate.
+    question = cost_usd(
+        input_price_per_million=EMBED_PRICE,
+        output_price_per_million=Decimal(0),
+        input_tokens=estimate_tokens("\U0010ffff" * MAX_QUESTION_CHARS),
+        output_tokens=0,
+    )
+    assert question > 0
+    assert run.reserved_usd == chat + question
 
 
 # ==================== quality ====================
