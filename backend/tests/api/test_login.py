@@ -303,6 +303,25 @@ class TestLogout:
         assert refreshed.status_code == 401
         assert "logout" in audit_actions(db, user)
 
+    def test_an_ended_session_is_401_before_its_input_is_looked_at(
+        self, client: TestClient, user: User
+    ) -> None:
+        """Authentication, the login session's state included, comes before input
+        validation: an ended session learns nothing about what its input should be."""
+        pair = login(client, user.email).json()
+        headers = {"Authorization": f"Bearer {pair['access_token']}"}
+        invalid = {"name": 42, "unknown": True}
+        assert client.post("/api/v1/agents", headers=headers, json=invalid).status_code == 422
+        assert client.post("/api/v1/login/logout", headers=headers).status_code == 204
+
+        ended = client.post("/api/v1/agents", headers=headers, json=invalid)
+        unsigned = client.post(
+            "/api/v1/agents", headers={"Authorization": "Bearer nope"}, json=invalid
+        )
+
+        assert (ended.status_code, ended.json()["code"]) == (401, "session_revoked")
+        assert (unsigned.status_code, unsigned.json()["code"]) == (401, "invalid_token")
+
 
 @pytest.mark.skipif(engine.dialect.name != "postgresql", reason="needs concurrent writers")
 def test_concurrent_refreshes_with_one_token_let_exactly_one_through(
