@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection
 from sqlmodel import Session, select
 
 from app.core.pricing import cost_usd
@@ -39,6 +39,7 @@ from tests.factories import (
     create_user,
 )
 from tests.modules.fake_llm import FakeLLM, ok
+from tests.statements import statements_on
 
 API = "/api/v1"
 AGENTS = f"{API}/agents"
@@ -266,16 +267,8 @@ class TestAgentKnowledgeBases:
         user_headers: dict[str, str],
     ) -> None:
         def statements_for_a_page() -> int:
-            seen: list[str] = []
-
-            def count(*args: Any) -> None:
-                seen.append(args[2])
-
-            event.listen(connection, "before_cursor_execute", count)
-            try:
+            with statements_on(connection) as seen:
                 response = client.get(AGENTS, headers=user_headers)
-            finally:
-                event.remove(connection, "before_cursor_execute", count)
             assert response.status_code == 200
             return len(seen)
 
@@ -594,16 +587,8 @@ class TestCitationsOfAPage:
                 db.commit()
 
         def statements_for_a_page() -> tuple[int, list[Any]]:
-            seen: list[str] = []
-
-            def count(*args: Any) -> None:
-                seen.append(args[2])
-
-            event.listen(connection, "before_cursor_execute", count)
-            try:
+            with statements_on(connection) as seen:
                 response = client.get(f"{API}/threads/{thread.id}/messages", headers=user_headers)
-            finally:
-                event.remove(connection, "before_cursor_execute", count)
             assert response.status_code == 200
             return len(seen), response.json()["data"]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection
 from sqlmodel import Session, col, func, select
 
 from app.models.document import Chunk, Document
@@ -21,6 +21,7 @@ from tests.factories import (
     create_knowledge_base,
     create_user,
 )
+from tests.statements import statements_on
 
 API = "/api/v1/knowledge-bases"
 
@@ -168,16 +169,8 @@ class TestListKnowledgeBases:
         user_headers: dict[str, str],
     ) -> None:
         def statements_for_a_page() -> int:
-            seen: list[str] = []
-
-            def count(*args: Any) -> None:
-                seen.append(args[2])
-
-            event.listen(connection, "before_cursor_execute", count)
-            try:
+            with statements_on(connection) as seen:
                 response = client.get(API, headers=user_headers)
-            finally:
-                event.remove(connection, "before_cursor_execute", count)
             assert response.status_code == 200
             return len(seen)
 

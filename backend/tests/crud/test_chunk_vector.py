@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import Connection, event, insert
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from app.core import vectors
@@ -28,6 +28,7 @@ from tests.factories import (
     create_knowledge_base,
     create_user,
 )
+from tests.statements import statements_on
 
 DIMENSIONS = 4
 QUERY = [1.0, 0.0, 0.0, 0.0]
@@ -110,17 +111,8 @@ def search(
 @contextmanager
 def statements_counted(db: Session) -> Iterator[list[str]]:
     """The SQL statements the session's connection runs inside the block."""
-    connection: Connection = db.connection()
-    seen: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(connection, "before_cursor_execute", count)
-    try:
+    with statements_on(db.connection()) as seen:
         yield seen
-    finally:
-        event.remove(connection, "before_cursor_execute", count)
 
 
 @pytest.fixture
