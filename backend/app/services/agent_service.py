@@ -6,7 +6,6 @@ from sqlmodel import Session
 from app.core.db import utcnow
 from app.core.errors import NotFoundError, UnprocessableError
 from app.crud import agent as agent_crud
-from app.crud import ai_model as ai_model_crud
 from app.crud import knowledge_base as kb_crud
 from app.crud import run as run_crud
 from app.crud import user as user_crud
@@ -14,6 +13,7 @@ from app.crud.page import Page
 from app.models.agent import Agent, AgentCreate, AgentListQuery, AgentPublic, AgentUpdate
 from app.models.ai_model import ModelKind
 from app.models.user import User
+from app.services.ai_model_service import AIModelService
 
 
 class AgentService:
@@ -102,19 +102,13 @@ def _check_model(
     """An agent's model must exist and be enabled, and its output limit must fit it."""
     if model_id is None:
         return
-    model = ai_model_crud.get_model_by_id(session=session, model_id=model_id)
-    if model is None or not model.is_enabled:
-        raise UnprocessableError(
-            "model_id does not name an enabled model of the catalog",
-            loc=("body", "model_id"),
-            code="model_unavailable",
-        )
-    if model.kind != ModelKind.CHAT:
-        raise UnprocessableError(
-            "model_id names an embedding model; an agent needs a chat model",
-            loc=("body", "model_id"),
-            code="model_not_chat",
-        )
+    model = AIModelService.require_usable(
+        session=session,
+        model_id=model_id,
+        kind=ModelKind.CHAT,
+        field="model_id",
+        user_of="an agent",
+    )
     if max_output_tokens is not None and max_output_tokens > model.max_output_tokens:
         raise UnprocessableError(
             f"max_output_tokens exceeds the model's limit of {model.max_output_tokens}",

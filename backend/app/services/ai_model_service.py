@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from app.core.codes import AuditAction
+from app.core.codes import AuditAction, ErrorCode
 from app.core.db import utcnow, violation_of
 from app.core.errors import ConflictError, NotFoundError, PermissionDeniedError, UnprocessableError
 from app.crud import ai_model as ai_model_crud
@@ -24,6 +24,7 @@ from app.models.ai_model import (
     AIModelPublic,
     AIModelUpdate,
     CatalogFile,
+    ModelKind,
     check_output_fits,
 )
 from app.models.user import User
@@ -32,6 +33,11 @@ from app.services.context import RequestContext
 from app.services.transactions import commit_or_conflict
 
 TARGET_TYPE = "ai_model"
+_KIND_NAMES = {ModelKind.CHAT: "a chat model", ModelKind.EMBEDDING: "an embedding model"}
+_WRONG_KIND = {
+    ModelKind.CHAT: ErrorCode.MODEL_NOT_CHAT,
+    ModelKind.EMBEDDING: ErrorCode.MODEL_NOT_EMBEDDING,
+}
 # The audit context of changes made from the command line rather than a request.
 COMMAND_LINE = RequestContext(ip=None, user_agent=None, request_id=None)
 
@@ -50,6 +56,28 @@ class AIModelService:
             )
         page = ai_model_crud.list_models(session=session, user=user, query=query)
         return Page(data=[_public(model, providers) for model in page.data], count=page.count)
+
+    @staticmethod
+    def require_usable(
+        *, session: Session, model_id: uuid.UUID, kind: ModelKind, field: str, user_of: str
+    ) -> AIModel:
+        """The enabled model of `kind` that input field `field` names for `user_of` (an
+        agent, a knowledge base), else 422: model_unavailable, or model_not_chat /
+        model_not_embedding for a model of the other kind."""
+        model = ai_model_crud.get_model_by_id(session=session, model_id=model_id)
+        if model is None or not model.is_enabled:
+            raise UnprocessableError(
+                f"{field} does not name an enabled model of the catalog",
+                loc=("body", field),
+                code=ErrorCode.MODEL_UNAVAILABLE,
+            )
+        if model.kind != kind:
+            raise UnprocessableError(
+                f"{field} names {_KIND_NAMES[model.kind]}; {user_of} needs {_KIND_NAMES[kind]}",
+                loc=("body", field),
+                code=_WRONG_KIND[kind],
+            )
+        return model
 
     @staticmethod
     def get(

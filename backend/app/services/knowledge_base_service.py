@@ -5,8 +5,7 @@ from sqlmodel import Session
 
 from app.core.codes import IndexErrorCode
 from app.core.db import utcnow
-from app.core.errors import ConflictError, NotFoundError, UnprocessableError
-from app.crud import ai_model as ai_model_crud
+from app.core.errors import ConflictError, NotFoundError
 from app.crud import chunk_vector as chunk_vector_crud
 from app.crud import knowledge_base as kb_crud
 from app.crud import knowledge_index as index_crud
@@ -23,6 +22,7 @@ from app.models.knowledge_base import (
 )
 from app.models.user import User
 from app.modules.storage import Storage
+from app.services.ai_model_service import AIModelService
 from app.services.document_service import release_files
 from app.services.run_runtime import Dispatch, QueueUnavailableError
 from app.services.transactions import commit_or_conflict
@@ -136,20 +136,13 @@ def _name_taken() -> ConflictError:
 
 
 def _check_embedding_model(session: Session, model_id: uuid.UUID | None) -> None:
-    if model_id is None:
-        return
-    model = ai_model_crud.get_model_by_id(session=session, model_id=model_id)
-    if model is None or not model.is_enabled:
-        raise UnprocessableError(
-            "embedding_model_id does not name an enabled model of the catalog",
-            loc=("body", "embedding_model_id"),
-            code="model_unavailable",
-        )
-    if model.kind != ModelKind.EMBEDDING:
-        raise UnprocessableError(
-            "embedding_model_id names a chat model; a knowledge base needs an embedding model",
-            loc=("body", "embedding_model_id"),
-            code="model_not_embedding",
+    if model_id is not None:
+        AIModelService.require_usable(
+            session=session,
+            model_id=model_id,
+            kind=ModelKind.EMBEDDING,
+            field="embedding_model_id",
+            user_of="a knowledge base",
         )
 
 
