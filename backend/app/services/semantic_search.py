@@ -86,6 +86,9 @@ def semantic_hits(
         Decimal(0),
     )
     QuotaService.ensure_room(session=session, user=user, amount=worst)
+    # Nothing is written yet: end the read transaction, so that no connection is held
+    # while the provider answers.
+    session.commit()
     query_vectors: dict[uuid.UUID, list[float]] = {}
     for model in models.values():
         embeddings = llm.embed(
