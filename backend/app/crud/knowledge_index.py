@@ -131,8 +131,10 @@ def reserve(*, session: Session, claimed: ClaimedIndex, owner: str, amount: Deci
     return _move(session, claimed.id, *_held_by(owner), index_reserved_usd=amount)
 
 
-def release_reservation(*, session: Session, kb_id: uuid.UUID) -> None:
-    _move(session, kb_id, index_reserved_usd=_ZERO)
+def release_reservation(*, session: Session, kb_id: uuid.UUID, owner: str) -> None:
+    """The batch was paid for (or not sent): its hold goes, unless the build has changed
+    hands meanwhile (the sweep cleared it, and the new holder's hold is its own)."""
+    _move(session, kb_id, col(KnowledgeBase.index_lease_owner) == owner, index_reserved_usd=_ZERO)
 
 
 def finish(*, session: Session, claimed: ClaimedIndex, owner: str) -> bool:

@@ -98,12 +98,24 @@ class IndexService:
         try:
             _build(claimed, owner, session_factory, llm, policy)
         except Exception as error:
-            # The type only: an error's text can quote passages.
+            # The type only: an error's text can quote passages. Delivered again after a
+            # backoff, and failed once its deliveries are used up, as when workers die.
             logger.error("index of %s: build failed (%s)", kb_id, type(error).__name__)
             with session_factory() as session:
-                index_crud.release(
-                    session=session, kb_id=kb_id, owner=owner, next_due=utcnow() + policy.lease
-                )
+                if claimed.attempts >= policy.max_attempts:
+                    index_crud.fail(
+                        session=session,
+                        kb_id=kb_id,
+                        owner=owner,
+                        code=IndexErrorCode.INDEX_INTERRUPTED,
+                    )
+                else:
+                    index_crud.release(
+                        session=session,
+                        kb_id=kb_id,
+                        owner=owner,
+                        next_due=utcnow() + policy.backoff(claimed.attempts),
+                    )
                 session.commit()
         finally:
             leases.release(kb_id)
@@ -179,7 +191,7 @@ def _build(
                 embeddings=embeddings,
                 charged_to=ChargedTo(user_id=claimed.owner_id, knowledge_base_id=claimed.id),
             )
-            index_crud.release_reservation(session=session, kb_id=claimed.id)
+            index_crud.release_reservation(session=session, kb_id=claimed.id, owner=owner)
             session.commit()
         with session_factory() as session:
             # Passages deleted meanwhile (their document was) get no vector.

@@ -354,6 +354,36 @@ class TestTheIndex:
         assert vectors_of(db, kb["id"], wrong) == 0
         assert FACT in found[0]  # by keyword, through the index that served before
 
+    def test_a_provider_sending_zero_vectors_fails_the_index_and_bills_the_call(
+        self,
+        semantic_app: FastAPI,
+        db: Session,
+        user: User,
+        user_headers: dict[str, str],
+        embedder: AIModel,
+        fake_llm: FakeLLM,
+    ) -> None:
+        with TestClient(semantic_app) as client:
+            kb = new_kb(client, user_headers, embedder)
+            zeros = {
+                "data": [{"index": 0, "embedding": [0.0] * DIMENSIONS}],
+                "usage": {"prompt_tokens": 9},
+            }
+            fake_llm.script(FakeResponse(json=zeros))
+            document = upload(client, kb["id"], user_headers, FACT)
+            read = client.get(f"{API}/knowledge-bases/{kb['id']}", headers=user_headers).json()
+            found = texts(search(client, kb["id"], user_headers, "automobile", mode="keyword"))
+        assert document["status"] == "ready"
+        assert (read["index"]["status"], read["index"]["error_code"]) == (
+            "failed",
+            "llm_bad_response",
+        )
+        assert read["index"]["chunks_embedded"] == 0
+        assert vectors_of(db, kb["id"], embedder) == 0
+        assert embedding_entries(db, user) == []  # an unusable answer is not recorded, as for chat
+        assert db.get(KnowledgeBase, uuid.UUID(kb["id"])).index_reserved_usd == 0  # type: ignore[union-attr]
+        assert FACT in found[0]
+
     def test_the_same_model_again_retries_a_failed_build(
         self,
         semantic_app: FastAPI,

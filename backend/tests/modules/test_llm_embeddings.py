@@ -296,6 +296,7 @@ class TestFailures:
             ("embedding", [float("inf")] * DIMENSIONS),
             ("embedding", ["0.5"] * DIMENSIONS),
             ("embedding", [True] * DIMENSIONS),
+            ("embedding", [0.0] * DIMENSIONS),  # no direction: nothing compares with it
         ],
         ids=[
             "missing-index",
@@ -307,6 +308,7 @@ class TestFailures:
             "infinity",
             "string-coordinates",
             "boolean-coordinates",
+            "zero-vector",
         ],
     )
     def test_a_malformed_item_is_a_bad_response(

@@ -426,6 +426,10 @@ def _read_embeddings(
             dimensions,
         )
         raise LLMError(LLMErrorCode.EMBEDDING_DIMENSIONS_MISMATCH, status_code=response.status_code)
+    if any(not any(item.embedding) for item in items):
+        # All zeros: a vector with no direction, which nothing can be compared with.
+        logger.warning("LLM embeddings response holds a zero vector")
+        raise LLMError(LLMErrorCode.LLM_BAD_RESPONSE, status_code=response.status_code)
     input_tokens = None
     if body.usage is not None:
         input_tokens = body.usage.prompt_tokens
