@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from app.core.codes import DocumentErrorCode, IndexErrorCode
-from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.errors import PaymentRequiredError
 from app.crud import chunk as chunk_crud
@@ -38,6 +37,7 @@ from app.models.user import User
 from app.modules.llm.client import MAX_EMBED_BATCH, RETRYABLE, LLMClient, LLMError
 from app.services import embedding_service
 from app.services.embedding_service import ChargedTo
+from app.services.ingestion_service import MAX_BACKOFF_DOUBLINGS, IngestPolicy
 from app.services.quota_service import QuotaService
 from app.services.run_runtime import (
     Dispatch,
@@ -47,8 +47,6 @@ from app.services.run_runtime import (
 )
 
 logger = logging.getLogger("agentry.index")
-
-MAX_BACKOFF_DOUBLINGS = 5
 
 
 @dataclass(frozen=True)
@@ -63,12 +61,13 @@ class IndexPolicy:
         return self.redeliver_after * (1 << min(max(times, 0), MAX_BACKOFF_DOUBLINGS))
 
     @classmethod
-    def from_settings(cls, config: Settings) -> "IndexPolicy":
+    def of_ingestion(cls, policy: IngestPolicy) -> "IndexPolicy":
+        """Builds ride with ingestion: the same lane, leases, timings and attempts."""
         return cls(
-            lease=timedelta(seconds=config.RUN_LEASE_SECONDS),
-            redeliver_after=timedelta(seconds=config.RUN_REDELIVER_SECONDS),
-            time_limit=float(config.INGEST_TIME_LIMIT_SECONDS),
-            max_attempts=config.INGEST_MAX_ATTEMPTS,
+            lease=policy.lease,
+            redeliver_after=policy.redeliver_after,
+            time_limit=policy.time_limit,
+            max_attempts=policy.max_attempts,
         )
 
 

@@ -65,13 +65,7 @@ class RunHost:
         self.session_factory = session_factory
         self.llm = llm
         self.storage = storage
-        # Semantic index builds ride with ingestion: same lane, leases and timings.
-        self.index_policy = IndexPolicy(
-            lease=ingest_policy.lease,
-            redeliver_after=ingest_policy.redeliver_after,
-            time_limit=ingest_policy.time_limit,
-            max_attempts=ingest_policy.max_attempts,
-        )
+        self.index_policy = IndexPolicy.of_ingestion(ingest_policy)
         self.leases = LeaseRegistry()
         self.ingest_leases = LeaseRegistry()
         self.index_leases = LeaseRegistry()
