@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -605,6 +606,25 @@ def plan_documents(
     return plan
 
 
+def ready_document(base: KnowledgeBase, pages: int, now: datetime) -> Document:
+    """A ready document of `pages` pages (a passage each) as bulk seeding writes it: no
+    stored file, a made-up content hash."""
+    return Document(
+        knowledge_base_id=base.id,
+        owner_id=base.owner_id,
+        title=f"document {uuid.uuid4().hex[:8]}",
+        filename="document.pdf",
+        content_type=CONTENT_TYPES[DocumentKind.PDF],
+        size_bytes=pages * 4_000,
+        sha256=secrets.token_hex(32),
+        storage_key=f"sha256/00/{secrets.token_hex(32)}",
+        status=DocumentStatus.READY,
+        page_count=pages,
+        chunk_count=pages,
+        processed_at=now,
+    )
+
+
 def fill(
     engine: Engine,
     config: Settings,
@@ -616,23 +636,7 @@ def fill(
     bulk load would; the seconds spent in the database (the text is made outside)."""
     rng = corpus.rng
     now = utcnow()
-    documents = [
-        Document(
-            knowledge_base_id=base.id,
-            owner_id=base.owner_id,
-            title=f"document {uuid.uuid4().hex[:8]}",
-            filename="document.pdf",
-            content_type=CONTENT_TYPES[DocumentKind.PDF],
-            size_bytes=count * 4_000,
-            sha256=secrets.token_hex(32),
-            storage_key=f"sha256/00/{secrets.token_hex(32)}",
-            status=DocumentStatus.READY,
-            page_count=count,
-            chunk_count=count,
-            processed_at=now,
-        )
-        for base, count in plan
-    ]
+    documents = [ready_document(base, count, now) for base, count in plan]
     seconds = 0.0
     with Session(engine) as session:
         started = time.perf_counter()

@@ -48,13 +48,13 @@ from app.core.config import Settings, load_settings
 from app.core.db import create_db_engine, utcnow
 from app.crud import chunk_vector as chunk_vector_crud
 from app.models.ai_model import AIModel, ModelKind
-from app.models.document import Chunk, Document, DocumentStatus
+from app.models.document import Chunk, Document
 from app.models.embedding import ChunkVector, IndexStatus
 from app.models.knowledge_base import KnowledgeBase
 from app.models.user import User
-from app.modules.documents.detect import CONTENT_TYPES, DocumentKind
 from app.modules.llm.client import MAX_EMBED_BATCH
 from benchmarks import servers
+from benchmarks.knowledge import ready_document
 from benchmarks.scratch import at_least, scratch_directory
 
 with warnings.catch_warnings():
@@ -245,20 +245,7 @@ def fill(engine: Engine, library: Library, target: int) -> list[Passage]:
 
 
 def _document(base: KnowledgeBase, count: int, now: Any) -> dict[str, Any]:
-    return Document(
-        knowledge_base_id=base.id,
-        owner_id=base.owner_id,
-        title=f"document {uuid.uuid4().hex[:8]}",
-        filename="document.pdf",
-        content_type=CONTENT_TYPES[DocumentKind.PDF],
-        size_bytes=count * 4_000,
-        sha256=secrets.token_hex(32),
-        storage_key=f"sha256/00/{secrets.token_hex(32)}",
-        status=DocumentStatus.READY,
-        page_count=count,
-        chunk_count=count,
-        processed_at=now,
-    ).model_dump()
+    return ready_document(base, count, now).model_dump()
 
 
 def _chunk(document: dict[str, Any], ordinal: int) -> dict[str, Any]:
