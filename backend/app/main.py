@@ -22,7 +22,7 @@ from app.api.routes.knowledge_bases import UPLOAD_PATH
 from app.api.routes.utils import LIVENESS_PATH
 from app.core.codes import ErrorCode
 from app.core.config import ConfigurationError, Settings, load_settings
-from app.core.db import create_db_engine
+from app.core.db import SessionFactory, create_db_engine
 from app.core.errors import AppError, AuthenticationError
 from app.core.logger import configure_logging
 from app.core.middleware import AdmissionMiddleware, BodyLimit, RequestMiddleware
@@ -73,6 +73,7 @@ def create_app(config: Settings | None = None) -> FastAPI:
     )
     app.state.settings = config
     app.state.engine = engine
+    app.state.open_session = SessionFactory(engine)  # api/deps.get_session
     app.state.throttle = build_throttle(config)
     app.state.storage = storage
     app.state.run_dispatcher = dispatcher

@@ -19,9 +19,9 @@ from sqlalchemy import Connection
 from sqlmodel import Session
 
 from app import cli
-from app.api.deps import get_session
 from app.core import migrations
 from app.core.config import Settings
+from app.core.db import READ_ONLY
 from app.core.throttle import build_throttle, connect_redis
 from app.main import create_app
 from app.models.user import User
@@ -77,10 +77,13 @@ AppFactory = Callable[..., FastAPI]
 def session_factory(connection: Connection) -> Callable[[], Session]:
     """Sessions inside the test's transaction, for code that opens its own (runs)."""
 
-    def open_session() -> Session:
-        return Session(
+    def open_session(*, read_only: bool = False) -> Session:
+        session = Session(
             bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
         )
+        if read_only:  # as the app's SessionFactory marks them: writing raises
+            session.info[READ_ONLY] = True
+        return session
 
     return open_session
 
@@ -104,10 +107,6 @@ def make_app(request: pytest.FixtureRequest, session_factory: Callable[[], Sessi
     Runs execute in the request's thread (InlineDispatcher) so that they see the test's
     rows; with no provider configured they fail with llm_not_configured."""
 
-    def session_in_test_transaction() -> Iterator[Session]:
-        with session_factory() as session:
-            yield session
-
     def make(config: Settings | None = None) -> FastAPI:
         if config is None:
             application: FastAPI = request.getfixturevalue("shared_app")
@@ -118,7 +117,8 @@ def make_app(request: pytest.FixtureRequest, session_factory: Callable[[], Sessi
             config = settings
         else:
             application = create_app(config)
-        application.dependency_overrides = {get_session: session_in_test_transaction}
+        application.dependency_overrides = {}
+        application.state.open_session = session_factory
         application.state.settings = config
         application.state.throttle = build_throttle(config)
         application.state.llm = LLMClient(providers=config.LLM_PROVIDERS)

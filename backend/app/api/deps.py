@@ -1,17 +1,16 @@
 """Dependencies shared by the routes."""
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from sqlmodel import Session
 
 from app.core.config import Settings
-from app.core.db import open_session
+from app.core.db import REQUEST_SESSION
 from app.core.errors import PermissionDeniedError
 from app.core.logger import request_id_var
+from app.core.threads import run_in_thread
 from app.core.throttle import Throttle
 from app.models.user import User
 from app.modules.llm.client import LLMClient
@@ -21,22 +20,20 @@ from app.services.context import RequestContext
 from app.tasks.dispatch import RunDispatcher
 
 
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """A session on the app's engine (create_app) for the length of the request.
+async def get_session(request: Request) -> Session:
+    """A session for the length of the request, opened by the app's session factory
+    (`app.state.open_session`, set by create_app).
 
-    Async, so that opening it costs no trip through the threadpool: a Session holds no
-    connection until its first statement, which runs in the sync code that uses it.
-    Routes release it themselves (api/routing.py); one that still holds a connection
-    here (a dependency failed before the route ran) is closed in the threadpool, since
-    handing the connection back to the pool talks to the database."""
-    session = open_session(request.app.state.engine)
-    try:
-        yield session
-    finally:
-        if session.in_transaction():
-            await run_in_threadpool(session.close)
-        else:
-            session.close()
+    Async and not a generator, so that it costs no trip through the threadpool and no
+    exit stack: a Session holds no connection until its first statement, which runs in
+    the sync code that uses it. Routes that only read (`OneTripRoute.read_only`) get a
+    read-only one (core/db.SessionFactory). It is kept in the request's scope; the route's own trip
+    releases it once the route returns (api/routing.py), and `AdmissionMiddleware`
+    releases it when the request ended before the route ran (a failed dependency)."""
+    read_only = getattr(request.scope.get("route"), "read_only", False)
+    session: Session = request.app.state.open_session(read_only=read_only)
+    request.scope[REQUEST_SESSION] = session
+    return session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -54,15 +51,24 @@ ConfigDep = Annotated[Settings, Depends(get_config)]
 bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/login/access-token", auto_error=False)
 
 
-def get_current_auth(
+async def get_current_auth(
     request: Request,
     session: SessionDep,
     config: ConfigDep,
     token: Annotated[str | None, Depends(bearer)],
 ) -> Authenticated:
-    auth = AuthService.authenticate(session=session, config=config, token=token)
+    auth = await run_in_thread(_authenticate, session=session, config=config, token=token)
     request.state.user_id = str(auth.user.id)  # for the request log line
     return auth
+
+
+def _authenticate(*, session: Session, config: Settings, token: str | None) -> Authenticated:
+    """In a worker thread; a refused token releases the session's connection there."""
+    try:
+        return AuthService.authenticate(session=session, config=config, token=token)
+    except BaseException:
+        session.close()
+        raise
 
 
 CurrentAuth = Annotated[Authenticated, Depends(get_current_auth)]

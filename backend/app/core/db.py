@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeEngine
 from sqlmodel import Session, SQLModel, create_engine
@@ -239,7 +240,57 @@ def _unique_named(columns: str) -> str | None:
     return None
 
 
+# The ASGI scope key under which a request keeps its session (api/deps.get_session), so
+# that whatever ends the request can release the session's connection.
+REQUEST_SESSION = "agentry.session"
+# Session.info key of sessions that may only read (SessionFactory).
+READ_ONLY = "read_only"
+
+
+class ReadOnlySessionError(RuntimeError):
+    """A read-only session was asked to write: a bug, never an input error."""
+
+
 def open_session(engine: Engine) -> Session:
     """A session whose objects stay readable after commit; services refresh what the
     database computes."""
     return Session(engine, expire_on_commit=False)
+
+
+class SessionFactory:
+    """The sessions of the web process's requests, on one engine.
+
+    A read-only session (for GET and HEAD requests) runs each statement in a transaction
+    of its own on PostgreSQL (autocommit): no BEGIN before its first statement and no
+    ROLLBACK when its connection goes back to the pool, two round trips fewer per
+    request. Under READ COMMITTED, the default, each statement of a transaction sees its
+    own snapshot anyway, so reads see what they saw before. SQLite's driver begins a
+    transaction only before a write already. Read-only sessions refuse to write
+    (`ReadOnlySessionError`), so that no write can lose the atomicity of a transaction.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        postgres = engine.dialect.name == "postgresql"
+        self.reads = engine.execution_options(isolation_level="AUTOCOMMIT") if postgres else engine
+
+    def __call__(self, *, read_only: bool = False) -> Session:
+        if not read_only:
+            return open_session(self.engine)
+        session = open_session(self.reads)
+        session.info[READ_ONLY] = True
+        return session
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_dml(state: ORMExecuteState) -> None:
+    if state.session.info.get(READ_ONLY) and (
+        state.is_insert or state.is_update or state.is_delete
+    ):
+        raise ReadOnlySessionError("a read-only session may not write")
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
+    if session.info.get(READ_ONLY):
+        raise ReadOnlySessionError("a read-only session may not write")

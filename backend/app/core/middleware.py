@@ -17,19 +17,22 @@ Bodies are bounded by MAX_REQUEST_BODY_BYTES, except where a `BodyLimit` (docume
 uploads) allows more.
 """
 
+import asyncio
+import itertools
 import logging
+import os
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
-from anyio.lowlevel import RunVar
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.codes import ErrorCode
+from app.core.db import REQUEST_SESSION
 from app.core.errors import AppError, RequestTooLargeError, ServiceUnavailableError, error_body
 from app.core.logger import request_id_var
 from app.core.request_body import (
@@ -38,6 +41,7 @@ from app.core.request_body import (
     receive_body,
     replay,
 )
+from app.core.threads import install_executor, run_in_thread
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -67,8 +71,12 @@ class BodyLimit:
         return scope["method"] == self.method and self.path.fullmatch(scope["path"]) is not None
 
 
-# Per event loop, like anyio's own default thread limiter that it is sized against.
-_admission: RunVar[anyio.CapacityLimiter] = RunVar("agentry_admission")
+def _bodiless(scope: Scope) -> bool:
+    """A request without Content-Length or Transfer-Encoding has no body (RFC 9112 6.3):
+    there is nothing to wait for."""
+    return not any(
+        name == b"content-length" or name == b"transfer-encoding" for name, _ in scope["headers"]
+    )
 
 
 def incoming_request_id(scope: Scope) -> str:
@@ -78,7 +86,26 @@ def incoming_request_id(scope: Scope) -> str:
             if _VALID_REQUEST_ID.fullmatch(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    return _request_ids.next()
+
+
+class _RequestIds:
+    """Ids unique across processes without a system call each: a random prefix drawn
+    once per process, then a counter; 32 hex digits, as a UUID's."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        if self._pid != os.getpid():  # a new process (a worker forked after import)
+            self._pid = os.getpid()
+            self._prefix = secrets.token_hex(8)
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_request_ids = _RequestIds()
 
 
 def _internal_error() -> JSONResponse:
@@ -147,6 +174,8 @@ class RequestMiddleware:
             request_id_var.reset(token)
 
     def _log(self, scope: Scope, status: int, started: float) -> None:
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
         state = scope.get("state") or {}
         route = self._route(scope)
         access_logger.info(
@@ -193,6 +222,8 @@ class AdmissionMiddleware:
         self.body_timeout = body_timeout
         self.unadmitted_paths = unadmitted_paths
         self.body_limits = body_limits
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._semaphore = asyncio.Semaphore(admission_slots)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -220,11 +251,15 @@ class AdmissionMiddleware:
             await _error_response(refused, close=True)(scope, receive, send)
             return
         try:
-            body = await receive_body(
-                scope,
-                receive,
-                limit=special.max_bytes if special else self.max_body_bytes,
-                timeout=special.timeout if special else self.body_timeout,
+            body = (
+                None
+                if _bodiless(scope)
+                else await receive_body(
+                    scope,
+                    receive,
+                    limit=special.max_bytes if special else self.max_body_bytes,
+                    timeout=special.timeout if special else self.body_timeout,
+                )
             )
         except ClientDisconnectedError:
             return
@@ -234,31 +269,56 @@ class AdmissionMiddleware:
             await _error_response(error, close=True)(scope, receive, send)
             return
         try:
-            check_json_encoding(scope, body)
+            if body:
+                check_json_encoding(scope, body)
         except AppError as error:
             await _error_response(error)(scope, receive, send)
             return
-        receive = replay(body, receive)
+        if body is not None:
+            receive = replay(body, receive)
         if scope["path"] in self.unadmitted_paths:
             await self.app(scope, receive, send)
             return
-        limiter = self._limiter()
-        with anyio.move_on_after(self.queue_timeout) as waited:
-            await limiter.acquire()
-        if waited.cancelled_caught:
-            busy = ServiceUnavailableError("The server is busy; try again shortly", retry_after=2)
-            await _error_response(busy)(scope, receive, send)
-            return
+        slots = self._slots()
+        if slots.locked():  # all taken: wait on the event loop, up to the queue timeout
+            try:
+                async with asyncio.timeout(self.queue_timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                busy = ServiceUnavailableError(
+                    "The server is busy; try again shortly", retry_after=2
+                )
+                await _error_response(busy)(scope, receive, send)
+                return
+        else:
+            await slots.acquire()
         try:
             await self.app(scope, receive, send)
         finally:
-            limiter.release()
+            await release_session(scope)
+            slots.release()
 
-    def _limiter(self) -> anyio.CapacityLimiter:
-        try:
-            return _admission.get()
-        except LookupError:
-            limiter = anyio.CapacityLimiter(self.admission_slots)
+    def _slots(self) -> asyncio.Semaphore:
+        """The admission slots of the running event loop, and its thread pool of as
+        many threads (made at its first request)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            install_executor(loop, self.admission_slots)
+            # For what FastAPI and Starlette still run through anyio (uploaded files).
             anyio.to_thread.current_default_thread_limiter().total_tokens = self.admission_slots
-            _admission.set(limiter)
-            return limiter
+            self._semaphore = asyncio.Semaphore(self.admission_slots)
+            self._loop = loop
+        return self._semaphore
+
+
+async def release_session(scope: Scope) -> None:
+    """Releases the request's database session if the route's trip did not (a
+    dependency failed before the route ran); in a thread when it holds a connection,
+    since returning one to the pool talks to the database."""
+    session = scope.pop(REQUEST_SESSION, None)
+    if session is None:
+        return
+    if session.in_transaction():
+        await run_in_thread(session.close)
+    else:
+        session.close()

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection
 from sqlmodel import Session, col, select
 
-from app.core.db import utcnow
+from app.core.db import SessionFactory, utcnow
 from app.core.security import ALGORITHM, PRODUCTION_ARGON2, hash_token, password_context
 from app.models.audit import AuditEntry
 from app.models.auth import LoginSession, RefreshToken
@@ -331,7 +331,7 @@ def test_concurrent_refreshes_with_one_token_let_exactly_one_through(
     with Session(engine, expire_on_commit=False) as setup:
         user = create_user(setup)
     try:
-        app.dependency_overrides.clear()  # real sessions from the pool, committed for real
+        app.state.open_session = SessionFactory(engine)  # real, committed for real
         with TestClient(app) as client:
             token = login(client, user.email).json()["refresh_token"]
             barrier = threading.Barrier(2)

@@ -16,18 +16,19 @@ import httpx2
 import pytest
 import uvicorn
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel
 from sqlalchemy import text
-from sqlmodel import Session
 
-from app.api.deps import SessionDep, get_session
+from app.api.deps import SessionDep
+from app.api.routing import OneTripRoute
 from app.core.config import Settings
-from app.core.db import create_db_engine
+from app.core.db import SessionFactory, create_db_engine
 from app.main import create_app
 
 CONCURRENT_REQUESTS = 200
 
-router = APIRouter(prefix="/test-only", tags=["test"])
+router = APIRouter(prefix="/test-only", tags=["test"], route_class=OneTripRoute)
 
 
 class Reading(BaseModel):
@@ -48,11 +49,7 @@ def server_url() -> Iterator[str]:
     app: FastAPI = create_app(config)
     app.include_router(router, prefix="/api/v1")
 
-    def small_pool_session() -> Iterator[Session]:
-        with Session(engine) as session:
-            yield session
-
-    app.dependency_overrides[get_session] = small_pool_session
+    app.state.open_session = SessionFactory(engine)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -85,3 +82,16 @@ def test_concurrent_requests_beyond_the_threadpool_all_complete(server_url: str)
     after = httpx2.get(f"{server_url}/test-only/reading", timeout=2)
     assert after.status_code == 200
     assert after.json() == {"value": 1}
+
+
+def test_every_route_of_the_app_releases_its_session_in_its_own_trip() -> None:
+    """A route of another class would hold its connection until the response is sent,
+    while FastAPI's own trips wait for threads: the deadlock above."""
+    app = create_app(Settings())
+    routes = [
+        context.original_route
+        for context in iter_route_contexts(app.routes)
+        if isinstance(context.original_route, APIRoute)
+    ]
+    assert len(routes) > 50
+    assert [route.path for route in routes if not isinstance(route, OneTripRoute)] == []

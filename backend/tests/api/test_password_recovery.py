@@ -14,8 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection, delete
 from sqlmodel import Session, col, select
 
-from app.api.deps import get_session
-from app.core.db import create_db_engine, utcnow
+from app.core.db import SessionFactory, create_db_engine, utcnow
 from app.core.security import hash_token
 from app.main import create_app
 from app.models.audit import AuditEntry
@@ -184,12 +183,8 @@ def server_url() -> Iterator[str]:
         )
     )
 
-    def patient_session() -> Iterator[Session]:
-        with Session(patient, expire_on_commit=False) as session:
-            yield session
-
     app = create_app(settings)
-    app.dependency_overrides[get_session] = patient_session
+    app.state.open_session = SessionFactory(patient)
     app.state.run_dispatcher = InlineDispatcher(
         llm=LLMClient(providers={}),
         storage=build_storage(settings),

@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from app.core.db import SessionFactory
 from app.models.audit import AuditEntry
 from app.models.auth import LoginSession
 from app.models.user import User
@@ -286,7 +287,7 @@ class TestUpdateUser:
 def test_two_superusers_demoting_each_other_at_once_leave_one(app: FastAPI) -> None:
     """Each may demote the other, but not both: one request wins, the other is refused
     (409 when it got past authentication before the first committed, else 401)."""
-    app.dependency_overrides.clear()  # real pooled sessions, committed for real
+    app.state.open_session = SessionFactory(engine)  # real pooled sessions, committed
     with Session(engine, expire_on_commit=False) as setup:
         existing = setup.exec(select(func.count()).where(User.is_superuser, User.is_active)).one()
     for _ in range(5):

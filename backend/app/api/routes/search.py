@@ -5,7 +5,7 @@ from fastapi import APIRouter, Query
 
 from app.api.deps import ConfigDep, CurrentUser, LLMDep, SessionDep
 from app.api.errors import error_responses
-from app.api.routing import OneTripRoute
+from app.api.routing import OneTripRoute, writes
 from app.models.document import SearchQuery, SearchResults
 from app.services.search_service import SearchService
 
@@ -19,6 +19,7 @@ router = APIRouter(route_class=OneTripRoute, prefix="/knowledge-bases", tags=["k
     summary="Search a knowledge base",
     responses=error_responses(401, 402, 404, 409, 503),
 )
+@writes  # embedding the question is billed: a usage-ledger row
 def search_knowledge_base(
     session: SessionDep,
     config: ConfigDep,
