@@ -52,7 +52,7 @@ class OneTripRoute(APIRoute):
             endpoint = _in_one_trip(endpoint)
         super().__init__(path, endpoint, **kwargs)
         # Read by api/deps.get_session: a read-only session for routes that only read.
-        self.read_only = not writes_anyway and self.methods <= SAFE_METHODS
+        self.read_only = not writes_anyway and (self.methods or {"GET"}) <= SAFE_METHODS
 
 
 def _in_one_trip(function: Callable[..., Any]) -> Callable[..., Coroutine[Any, Any, Any]]:
