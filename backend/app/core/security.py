@@ -5,7 +5,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 
 import jwt
 from passlib.context import CryptContext
@@ -95,19 +95,43 @@ def create_access_token(
     return token, int(lifetime.total_seconds())
 
 
+# How many verified access tokens each process remembers (about 1 KiB each).
+VERIFIED_TOKENS = 4096
+
+
+class _InvalidTokenError(Exception):
+    pass
+
+
 def decode_access_token(token: str, *, config: Settings) -> AccessClaims | None:
-    """The claims of a valid access token; None for anything else, whatever the reason."""
+    """The claims of a valid access token; None for anything else, whatever the reason.
+
+    Tokens whose signature and claims were verified are remembered (the most recent
+    VERIFIED_TOKENS): a client sends one token with every request of its lifetime, and
+    verifying it again costs more than the rest of authenticating the request. Only
+    successes are remembered, and expiry is checked on every call."""
+    try:
+        claims = _verified(token, config.secret_key, config.JWT_AUDIENCE, config.JWT_ISSUER)
+    except _InvalidTokenError:
+        return None
+    return claims if utcnow() < claims.expires_at else None
+
+
+@lru_cache(maxsize=VERIFIED_TOKENS)
+def _verified(token: str, key: str, audience: str, issuer: str) -> AccessClaims:
+    """Raises for an invalid token: lru_cache keeps no exceptions, so a token refused
+    (one not valid yet, say) is checked afresh next time."""
     try:
         claims = jwt.decode(
             token,
-            config.secret_key,
+            key,
             algorithms=[ALGORITHM],
-            audience=config.JWT_AUDIENCE,
-            issuer=config.JWT_ISSUER,
+            audience=audience,
+            issuer=issuer,
             options={"require": list(REQUIRED_CLAIMS)},
         )
         if claims["type"] != ACCESS_TOKEN_TYPE:
-            return None
+            raise _InvalidTokenError
         return AccessClaims(
             user_id=uuid.UUID(claims["sub"]),
             session_id=uuid.UUID(claims["sid"]),
@@ -115,4 +139,4 @@ def decode_access_token(token: str, *, config: Settings) -> AccessClaims | None:
         )
     # OverflowError, OSError: an `exp` no datetime can hold (1e20), signed or not.
     except (jwt.PyJWTError, ValueError, TypeError, AttributeError, OverflowError, OSError):
-        return None
+        raise _InvalidTokenError from None

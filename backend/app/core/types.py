@@ -84,6 +84,13 @@ Email = Annotated[
 _EMAIL = TypeAdapter(Email)
 
 
+# An address the server sends: stored as `Email` left it, so not checked again (checking
+# an address costs more than the rest of a user's answer); the schema is Email's.
+StoredEmail = Annotated[
+    str, WithJsonSchema({"type": "string", "maxLength": EMAIL_MAX_LENGTH, "format": "email"})
+]
+
+
 def canonical_email(value: str) -> str:
     """`value` as `Email` would store it (IDNA domain, NFC, lower case); text that is no
     valid address, which no account can have, is only normalised."""

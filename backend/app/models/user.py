@@ -21,6 +21,7 @@ from app.core.types import (
     Omittable,
     Output,
     Patch,
+    StoredEmail,
     Text,
 )
 
@@ -88,6 +89,7 @@ class UpdatePassword(Input):
 
 
 class UserPublic(UserBase, Output):
+    email: StoredEmail
     id: uuid.UUID
     is_active: bool
     is_superuser: bool

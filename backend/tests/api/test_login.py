@@ -1,4 +1,5 @@
 import threading
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -209,6 +210,27 @@ class TestAccessTokens:
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"] == "Bearer"
         assert response.json()["code"] == "invalid_token"
+
+    def test_a_token_accepted_before_is_refused_once_it_expires(
+        self, client: TestClient, user: User, session_id: uuid.UUID
+    ) -> None:
+        """Verified tokens are remembered; their expiry is checked on every request."""
+        headers = {"Authorization": f"Bearer {_token(user, session_id, exp=timedelta(seconds=2))}"}
+        assert client.get(ME, headers=headers).status_code == 200
+        assert client.get(ME, headers=headers).status_code == 200
+        time.sleep(2.1)  # claims are whole seconds: valid for 1 to 2 s from now
+        response = client.get(ME, headers=headers)
+        assert response.status_code == 401
+        assert response.json()["code"] == "invalid_token"
+
+    def test_a_token_not_valid_yet_is_accepted_once_it_is(
+        self, client: TestClient, user: User, session_id: uuid.UUID
+    ) -> None:
+        """A refusal is not remembered."""
+        headers = {"Authorization": f"Bearer {_token(user, session_id, nbf=timedelta(seconds=2))}"}
+        assert client.get(ME, headers=headers).status_code == 401
+        time.sleep(2.1)  # claims are whole seconds: valid 1 to 2 s from now
+        assert client.get(ME, headers=headers).status_code == 200
 
     def test_missing_token_is_401(self, client: TestClient) -> None:
         response = client.get(ME)
