@@ -16,7 +16,7 @@ from starlette.types import Scope
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app.api.errors import register_error_handlers
-from app.api.main import api_router
+from app.api.main import routers
 from app.api.openapi import openapi_builder
 from app.api.routes.knowledge_bases import UPLOAD_PATH
 from app.api.routes.utils import LIVENESS_PATH
@@ -79,7 +79,8 @@ def create_app(config: Settings | None = None) -> FastAPI:
     app.state.run_dispatcher = dispatcher
     # For the requests' own provider calls (embedding a search); runs use the dispatcher's.
     app.state.llm = build_llm_client(config)
-    app.include_router(api_router, prefix=API_PREFIX)
+    for router in routers:  # each straight into the app: one level of routers to match
+        app.include_router(router, prefix=API_PREFIX)
     unadmitted = frozenset({API_PREFIX + LIVENESS_PATH})
     app.openapi = openapi_builder(app, unadmitted_paths=unadmitted)  # type: ignore[method-assign]
     register_error_handlers(app)

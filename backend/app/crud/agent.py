@@ -1,40 +1,37 @@
 import uuid
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, insert, or_
+from sqlalchemy import RowMapping, Select, delete, insert, or_
 from sqlmodel import Session, col, select
-from sqlmodel.sql.expression import SelectOfScalar
 
 from app.core.errors import UnprocessableError
 from app.crud import text as text_crud
-from app.crud.page import Page, read_page
+from app.crud.page import Page, columns_of, read_rows_page
 from app.models.agent import Agent, AgentKnowledgeBase, AgentListQuery
 from app.models.user import User
 
-T = TypeVar("T")
+S = TypeVar("S", bound=Select[Any])
 
 
-def _visible_to(
-    statement: SelectOfScalar[T], user: User, *, owner_id: uuid.UUID | None = None
-) -> SelectOfScalar[T]:
+def _visible_to(statement: S, user: User, *, owner_id: uuid.UUID | None = None) -> S:
     """The only place that decides which agents a user may see: their own; superusers
     every agent, or one owner's. Naming an owner is for superusers only (422 otherwise,
     rather than quietly answering with one's own)."""
     if user.is_superuser:
-        return statement if owner_id is None else statement.where(Agent.owner_id == owner_id)
+        return statement if owner_id is None else statement.where(col(Agent.owner_id) == owner_id)
     if owner_id is not None:
         raise UnprocessableError(
             "Only superusers may filter agents by owner",
             loc=("query", "owner_id"),
             code="owner_filter_forbidden",
         )
-    return statement.where(Agent.owner_id == user.id)
+    return statement.where(col(Agent.owner_id) == user.id)
 
 
-def _usable_by(statement: SelectOfScalar[T], user: User) -> SelectOfScalar[T]:
+def _usable_by(statement: S, user: User) -> S:
     """Which agents a user may talk to: only their own, superusers included."""
-    return statement.where(Agent.owner_id == user.id)
+    return statement.where(col(Agent.owner_id) == user.id)
 
 
 def get_agent(*, session: Session, user: User, agent_id: uuid.UUID) -> Agent | None:
@@ -45,8 +42,9 @@ def get_usable_agent(*, session: Session, user: User, agent_id: uuid.UUID) -> Ag
     return session.exec(_usable_by(select(Agent).where(Agent.id == agent_id), user)).first()
 
 
-def list_agents(*, session: Session, user: User, query: AgentListQuery) -> Page[Agent]:
-    statement = _visible_to(select(Agent), user, owner_id=query.owner_id)
+def list_agents(*, session: Session, user: User, query: AgentListQuery) -> Page[RowMapping]:
+    """A page of the agents `user` may see, as rows (the list only shows them)."""
+    statement = _visible_to(columns_of(Agent), user, owner_id=query.owner_id)
     if query.q:
         statement = statement.where(
             or_(
@@ -59,7 +57,7 @@ def list_agents(*, session: Session, user: User, query: AgentListQuery) -> Page[
         text_crud.lower(session, col(Agent.name)) if field == "name" else col(getattr(Agent, field))
     )
     order = key.desc() if query.sort.startswith("-") else key.asc()
-    return read_page(session, statement, order, col(Agent.id), query=query)
+    return read_rows_page(session, statement, order, col(Agent.id), query=query)
 
 
 # ==================== knowledge bases ====================
@@ -72,14 +70,11 @@ def knowledge_base_ids(
     (an agent absent from the answer has none)."""
     if not agent_ids:
         return {}
-    statement = (
-        select(AgentKnowledgeBase)
-        .where(col(AgentKnowledgeBase.agent_id).in_(agent_ids))
-        .order_by(col(AgentKnowledgeBase.agent_id), col(AgentKnowledgeBase.knowledge_base_id))
-    )
+    agent_id, kb_id = col(AgentKnowledgeBase.agent_id), col(AgentKnowledgeBase.knowledge_base_id)
+    statement = select(agent_id, kb_id).where(agent_id.in_(agent_ids)).order_by(agent_id, kb_id)
     found: dict[uuid.UUID, list[uuid.UUID]] = {}
-    for link in session.exec(statement).all():
-        found.setdefault(link.agent_id, []).append(link.knowledge_base_id)
+    for linked_agent, linked_kb in session.exec(statement).all():
+        found.setdefault(linked_agent, []).append(linked_kb)
     return found
 
 

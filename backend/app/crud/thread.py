@@ -4,11 +4,11 @@ import uuid
 from datetime import datetime
 from typing import NamedTuple, TypeVar
 
-from sqlalchemy import and_, or_
+from sqlalchemy import RowMapping, and_, or_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from app.crud.page import Page, Slice, read_page, read_slice
+from app.crud.page import Page, Slice, columns_of, read_page, read_rows_slice
 from app.models.thread import Message, MessageListQuery, Thread, ThreadListQuery
 from app.models.user import User
 
@@ -44,14 +44,14 @@ def list_threads(*, session: Session, user: User, query: ThreadListQuery) -> Pag
 
 def list_messages(
     *, session: Session, thread: Thread, query: MessageListQuery, after: MessageKey | None
-) -> Slice[Message]:
+) -> Slice[RowMapping]:
     """A keyset page of a thread's messages (the thread must come from get_thread),
     starting strictly after `after` (the key the query's cursor names).
 
     Rows are ordered by (created_at, id) and a page starts strictly after the last row of
     the previous one, so rows inserted meanwhile never shift a page or repeat a row.
     """
-    statement = select(Message).where(Message.thread_id == thread.id)
+    statement = columns_of(Message).where(col(Message.thread_id) == thread.id)
     created_at, message_id = col(Message.created_at), col(Message.id)
     if after is not None:
         at, last_id = after.created_at, after.id
@@ -64,7 +64,7 @@ def list_messages(
         statement = statement.order_by(created_at.asc(), message_id.asc())
     else:
         statement = statement.order_by(created_at.desc(), message_id.desc())
-    return read_slice(session, statement, limit=query.limit)
+    return read_rows_slice(session, statement, limit=query.limit)
 
 
 def recent_messages(*, session: Session, thread: Thread, limit: int) -> list[Message]:

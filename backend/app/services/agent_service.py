@@ -21,10 +21,13 @@ class AgentService:
     def list_agents(*, session: Session, user: User, query: AgentListQuery) -> Page[AgentPublic]:
         page = agent_crud.list_agents(session=session, user=user, query=query)
         kb_ids = agent_crud.knowledge_base_ids(
-            session=session, agent_ids=[agent.id for agent in page.data]
+            session=session, agent_ids=[row["id"] for row in page.data]
         )
         return Page(
-            data=[_public(agent, kb_ids.get(agent.id, [])) for agent in page.data],
+            data=[
+                AgentPublic.of(row, knowledge_base_ids=kb_ids.get(row["id"], []))
+                for row in page.data
+            ],
             count=page.count,
         )
 

@@ -5,6 +5,7 @@ import binascii
 import uuid
 from datetime import datetime
 
+from sqlalchemy import RowMapping
 from sqlmodel import Session
 
 from app.core.db import utcnow
@@ -17,7 +18,6 @@ from app.crud import thread as thread_crud
 from app.crud.page import CursorPage, Page
 from app.models.citation import Citation, CitationPublic
 from app.models.thread import (
-    Message,
     MessageListQuery,
     MessagePublic,
     Thread,
@@ -88,18 +88,19 @@ class ThreadService:
         thread = ThreadService.get(session=session, user=user, thread_id=thread_id)
         after = _decode_cursor(query.cursor) if query.cursor else None
         found = thread_crud.list_messages(session=session, thread=thread, query=query, after=after)
-        next_cursor = _encode_cursor(found.rows[-1]) if found.has_more else None
-        cited = citation_crud.for_messages(
-            session=session, message_ids=[message.id for message in found.rows]
+        last = found.rows[-1] if found.rows else None
+        next_cursor = (
+            _encode_cursor(last["created_at"], last["id"]) if last and found.has_more else None
         )
-        data = [_public(message, cited.get(message.id, [])) for message in found.rows]
+        cited = citation_crud.for_messages(
+            session=session, message_ids=[row["id"] for row in found.rows]
+        )
+        data = [_public(row, cited.get(row["id"], [])) for row in found.rows]
         return CursorPage(data=data, next_cursor=next_cursor)
 
 
-def _public(message: Message, citations: list[Citation]) -> MessagePublic:
-    return MessagePublic.model_validate(
-        message, update={"citations": [CitationPublic.model_validate(c) for c in citations]}
-    )
+def _public(row: RowMapping, citations: list[Citation]) -> MessagePublic:
+    return MessagePublic.of(row, citations=[CitationPublic.model_validate(c) for c in citations])
 
 
 def title_from(content: str) -> str:
@@ -107,8 +108,8 @@ def title_from(content: str) -> str:
     return words if len(words) <= TITLE_LENGTH else words[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
-def _encode_cursor(message: Message) -> str:
-    raw = f"{message.created_at.isoformat()}|{message.id}"
+def _encode_cursor(created_at: datetime, message_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{message_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
