@@ -21,11 +21,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event
 
+from app.core.threads import THREAD_NAME_PREFIX
 from app.main import create_app
 from benchmarks import reference
 
-# Sync routes and dependencies run on anyio's worker threads, whatever the app.
-REQUEST_THREAD = "AnyIO worker thread"
+# Sync routes and dependencies run on anyio's worker threads (the reference), or on the
+# request threads of Agentry's executor (app/core/threads.py).
+REQUEST_THREADS = ("AnyIO worker thread", THREAD_NAME_PREFIX)
 
 
 class Counter:
@@ -34,7 +36,7 @@ class Counter:
         event.listen(engine, "before_cursor_execute", self._on_execute)
 
     def _on_execute(self, *args: Any) -> None:
-        if threading.current_thread().name.startswith(REQUEST_THREAD):
+        if threading.current_thread().name.startswith(REQUEST_THREADS):
             self.statements.append(" ".join(str(args[2]).split()))
 
 

@@ -1,20 +1,30 @@
 import uuid
 from collections.abc import Sequence
+from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import RowMapping, Select, delete, insert, or_
+from sqlalchemy import RowMapping, Select, bindparam, delete, insert, or_
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from app.core.errors import UnprocessableError
 from app.crud import text as text_crud
-from app.crud.page import Page, columns_of, read_rows_page
+from app.crud.page import (
+    Page,
+    PageStatements,
+    columns_of,
+    page_statements,
+    read_prebuilt_page,
+    read_rows_page,
+)
+from app.crud.prebuilt import Viewer, params_for
 from app.models.agent import Agent, AgentKnowledgeBase, AgentListQuery
 from app.models.user import User
 
 S = TypeVar("S", bound=Select[Any])
 
 
-def _visible_to(statement: S, user: User, *, owner_id: uuid.UUID | None = None) -> S:
+def _visible_to(statement: S, user: User | Viewer, *, owner_id: Any = None) -> S:
     """The only place that decides which agents a user may see: their own; superusers
     every agent, or one owner's. Naming an owner is for superusers only (422 otherwise,
     rather than quietly answering with one's own)."""
@@ -29,21 +39,35 @@ def _visible_to(statement: S, user: User, *, owner_id: uuid.UUID | None = None) 
     return statement.where(col(Agent.owner_id) == user.id)
 
 
-def _usable_by(statement: S, user: User) -> S:
+def _usable_by(statement: S, user: User | Viewer) -> S:
     """Which agents a user may talk to: only their own, superusers included."""
     return statement.where(col(Agent.owner_id) == user.id)
 
 
+@cache
+def _agent_by_id(superuser: bool, *, usable: bool) -> SelectOfScalar[Agent]:
+    """One agent by id (`agent_id`) as a user of this kind may see it, or use it."""
+    statement = select(Agent).where(col(Agent.id) == bindparam("agent_id"))
+    viewer = Viewer(is_superuser=superuser)
+    return _usable_by(statement, viewer) if usable else _visible_to(statement, viewer)
+
+
 def get_agent(*, session: Session, user: User, agent_id: uuid.UUID) -> Agent | None:
-    return session.exec(_visible_to(select(Agent).where(Agent.id == agent_id), user)).first()
+    statement = _agent_by_id(user.is_superuser, usable=False)
+    return session.exec(statement, params=params_for(user, agent_id=agent_id)).first()
 
 
 def get_usable_agent(*, session: Session, user: User, agent_id: uuid.UUID) -> Agent | None:
-    return session.exec(_usable_by(select(Agent).where(Agent.id == agent_id), user)).first()
+    statement = _agent_by_id(user.is_superuser, usable=True)
+    return session.exec(statement, params=params_for(user, agent_id=agent_id)).first()
 
 
 def list_agents(*, session: Session, user: User, query: AgentListQuery) -> Page[RowMapping]:
     """A page of the agents `user` may see, as rows (the list only shows them)."""
+    if not query.q and not query.sort.endswith("name"):  # the usual lists: built once
+        statements = _agent_page(user.is_superuser, query.owner_id is not None, query.sort)
+        params = params_for(user, owner_id=query.owner_id)
+        return read_prebuilt_page(session, statements, params, query=query)
     statement = _visible_to(columns_of(Agent), user, owner_id=query.owner_id)
     if query.q:
         statement = statement.where(
@@ -60,7 +84,25 @@ def list_agents(*, session: Session, user: User, query: AgentListQuery) -> Page[
     return read_rows_page(session, statement, order, col(Agent.id), query=query)
 
 
+@cache
+def _agent_page(superuser: bool, by_owner: bool, sort: str) -> PageStatements:
+    """The agent list of a user of this kind, maybe of one owner (`owner_id`), in a
+    column's order."""
+    owner_id: Any = bindparam("owner_id") if by_owner else None
+    statement = _visible_to(columns_of(Agent), Viewer(is_superuser=superuser), owner_id=owner_id)
+    column = col(getattr(Agent, sort.lstrip("-")))
+    order = column.desc() if sort.startswith("-") else column.asc()
+    return page_statements(statement, order, col(Agent.id))
+
+
 # ==================== knowledge bases ====================
+
+
+_KNOWLEDGE_BASE_IDS = (
+    select(col(AgentKnowledgeBase.agent_id), col(AgentKnowledgeBase.knowledge_base_id))
+    .where(col(AgentKnowledgeBase.agent_id).in_(bindparam("agent_ids", expanding=True)))
+    .order_by(col(AgentKnowledgeBase.agent_id), col(AgentKnowledgeBase.knowledge_base_id))
+)
 
 
 def knowledge_base_ids(
@@ -70,10 +112,9 @@ def knowledge_base_ids(
     (an agent absent from the answer has none)."""
     if not agent_ids:
         return {}
-    agent_id, kb_id = col(AgentKnowledgeBase.agent_id), col(AgentKnowledgeBase.knowledge_base_id)
-    statement = select(agent_id, kb_id).where(agent_id.in_(agent_ids)).order_by(agent_id, kb_id)
     found: dict[uuid.UUID, list[uuid.UUID]] = {}
-    for linked_agent, linked_kb in session.exec(statement).all():
+    rows = session.exec(_KNOWLEDGE_BASE_IDS, params={"agent_ids": list(agent_ids)}).all()
+    for linked_agent, linked_kb in rows:
         found.setdefault(linked_agent, []).append(linked_kb)
     return found
 

@@ -3,9 +3,17 @@
 import uuid
 from collections.abc import Sequence
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from app.models.citation import Citation
+
+# Built once (crud/prebuilt.py); `message_ids` is expanded into an IN list when it runs.
+_OF_MESSAGES = (
+    select(Citation)
+    .where(col(Citation.message_id).in_(bindparam("message_ids", expanding=True)))
+    .order_by(col(Citation.message_id), col(Citation.id))
+)
 
 
 def for_messages(
@@ -15,12 +23,7 @@ def for_messages(
     first use, in one query (a message absent from the answer cites nothing)."""
     if not message_ids:
         return {}
-    statement = (
-        select(Citation)
-        .where(col(Citation.message_id).in_(message_ids))
-        .order_by(col(Citation.message_id), col(Citation.id))
-    )
     found: dict[uuid.UUID, list[Citation]] = {}
-    for citation in session.exec(statement).all():
+    for citation in session.exec(_OF_MESSAGES, params={"message_ids": list(message_ids)}).all():
         found.setdefault(citation.message_id, []).append(citation)
     return found

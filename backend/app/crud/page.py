@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import RowMapping, Select, Table, func
+from sqlalchemy import RowMapping, Select, Table, bindparam, func
 from sqlalchemy import select as sa_select
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel
 from sqlmodel.sql.expression import SelectOfScalar
 
 from app.core.types import OffsetListQuery
@@ -74,16 +74,54 @@ def read_rows_page(
 
 
 def count_of(session: Session, statement: Select[Any]) -> int:
-    """How many rows `statement` selects: `count(*)` over its own FROM and WHERE, unless
-    it is DISTINCT or grouped (then over it as a subquery)."""
-    counting: Any
+    """How many rows `statement` selects."""
+    return int(session.execute(_counting(statement)).scalar_one())
+
+
+def _counting(statement: Select[Any]) -> Select[Any]:
+    """`count(*)` over the statement's own FROM and WHERE, unless it is DISTINCT or
+    grouped (then over it as a subquery)."""
     if statement._distinct or statement._group_by_clauses:
-        counting = select(func.count()).select_from(statement.subquery())
-    else:
-        counting = statement.with_only_columns(func.count(), maintain_column_froms=True).order_by(
-            None
-        )
-    return int(session.execute(counting).scalar_one())
+        return sa_select(func.count()).select_from(statement.subquery())
+    return statement.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)
+
+
+@dataclass(frozen=True)
+class PageStatements:
+    """A list's page and count, built once (crud/prebuilt.py); the page takes the bound
+    parameters `skip` and `limit` besides the list's own."""
+
+    rows: Select[Any]
+    count: Select[Any]
+
+
+def page_statements(statement: Select[Any], *order: Any) -> PageStatements:
+    """The statements of `read_rows_page` for `statement` in `order`, with bound
+    parameters in place of the page's position."""
+    rows = statement.order_by(*order).offset(bindparam("skip")).limit(bindparam("limit"))
+    return PageStatements(rows=rows, count=_counting(statement))
+
+
+def read_prebuilt_page(
+    session: Session, statements: PageStatements, params: dict[str, Any], *, query: OffsetListQuery
+) -> Page[RowMapping]:
+    """`read_rows_page` with statements built once, run with `params`."""
+    position = {"skip": query.skip, "limit": query.limit}
+    rows = session.execute(statements.rows, {**params, **position}).mappings().all()
+    return Page(data=rows, count=int(session.execute(statements.count, params).scalar_one()))
+
+
+def slice_statement(statement: Select[Any]) -> Select[Any]:
+    """`statement` for `read_prebuilt_slice`: its limit is the bound parameter `limit`."""
+    return statement.limit(bindparam("limit"))
+
+
+def read_prebuilt_slice(
+    session: Session, statement: Select[Any], params: dict[str, Any], *, limit: int
+) -> Slice[RowMapping]:
+    """`read_rows_slice` with a statement built once (`slice_statement`), run with `params`."""
+    rows = session.execute(statement, {**params, "limit": limit + 1}).mappings().all()
+    return Slice(rows=rows[:limit], has_more=len(rows) > limit)
 
 
 def read_rows_slice(session: Session, statement: Select[Any], *, limit: int) -> Slice[RowMapping]:

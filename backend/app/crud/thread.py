@@ -2,13 +2,22 @@
 
 import uuid
 from datetime import datetime
-from typing import NamedTuple, TypeVar
+from functools import cache
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import RowMapping, and_, or_
+from sqlalchemy import RowMapping, Select, and_, bindparam, or_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from app.crud.page import Page, Slice, columns_of, read_page, read_rows_slice
+from app.crud.page import (
+    Page,
+    Slice,
+    columns_of,
+    read_page,
+    read_prebuilt_slice,
+    slice_statement,
+)
+from app.crud.prebuilt import Viewer, params_for
 from app.models.thread import Message, MessageListQuery, Thread, ThreadListQuery
 from app.models.user import User
 
@@ -22,13 +31,19 @@ class MessageKey(NamedTuple):
     id: uuid.UUID
 
 
-def _visible_to(statement: SelectOfScalar[T], user: User) -> SelectOfScalar[T]:
+def _visible_to(statement: SelectOfScalar[T], user: User | Viewer) -> SelectOfScalar[T]:
     """The only place that decides whose threads a query sees: one's own, always."""
-    return statement.where(Thread.owner_id == user.id)
+    return statement.where(col(Thread.owner_id) == user.id)
+
+
+# One thread by id (`thread_id`), as any user may see it (built once: crud/prebuilt.py).
+_THREAD_BY_ID = _visible_to(
+    select(Thread).where(col(Thread.id) == bindparam("thread_id")), Viewer(is_superuser=False)
+)
 
 
 def get_thread(*, session: Session, user: User, thread_id: uuid.UUID) -> Thread | None:
-    return session.exec(_visible_to(select(Thread).where(Thread.id == thread_id), user)).first()
+    return session.exec(_THREAD_BY_ID, params=params_for(user, thread_id=thread_id)).first()
 
 
 def list_threads(*, session: Session, user: User, query: ThreadListQuery) -> Page[Thread]:
@@ -51,20 +66,32 @@ def list_messages(
     Rows are ordered by (created_at, id) and a page starts strictly after the last row of
     the previous one, so rows inserted meanwhile never shift a page or repeat a row.
     """
-    statement = columns_of(Message).where(col(Message.thread_id) == thread.id)
-    created_at, message_id = col(Message.created_at), col(Message.id)
+    params: dict[str, Any] = {"thread_id": thread.id}
     if after is not None:
-        at, last_id = after.created_at, after.id
-        if query.order == "asc":
+        params.update(after_created_at=after.created_at, after_id=after.id)
+    statement = _message_slice(query.order, after is not None)
+    return read_prebuilt_slice(session, statement, params, limit=query.limit)
+
+
+@cache
+def _message_slice(order: str, after: bool) -> Select[Any]:
+    """A thread's messages (`thread_id`) in `order`, maybe after a message's key
+    (`after_created_at`, `after_id`); built once per shape (crud/prebuilt.py)."""
+    statement = columns_of(Message).where(col(Message.thread_id) == bindparam("thread_id"))
+    created_at, message_id = col(Message.created_at), col(Message.id)
+    if after:
+        at: Any = bindparam("after_created_at")
+        last_id: Any = bindparam("after_id")
+        if order == "asc":
             beyond = or_(created_at > at, and_(created_at == at, message_id > last_id))
         else:
             beyond = or_(created_at < at, and_(created_at == at, message_id < last_id))
         statement = statement.where(beyond)
-    if query.order == "asc":
+    if order == "asc":
         statement = statement.order_by(created_at.asc(), message_id.asc())
     else:
         statement = statement.order_by(created_at.desc(), message_id.desc())
-    return read_rows_slice(session, statement, limit=query.limit)
+    return slice_statement(statement)
 
 
 def recent_messages(*, session: Session, thread: Thread, limit: int) -> list[Message]:
