@@ -51,15 +51,19 @@ ConfigDep = Annotated[Settings, Depends(get_config)]
 bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/login/access-token", auto_error=False)
 
 
-async def get_current_auth(
+async def get_current_user(
     request: Request,
     session: SessionDep,
-    config: ConfigDep,
     token: Annotated[str | None, Depends(bearer)],
-) -> Authenticated:
+) -> User:
+    """The user of the request's access token, once its login session is checked (401
+    otherwise). The settings are read from the app, not through ConfigDep: every request
+    resolves this, and each dependency costs the resolving."""
+    config: Settings = request.app.state.settings
     auth = await run_in_thread(_authenticate, session=session, config=config, token=token)
+    request.state.auth = auth  # for CurrentAuth
     request.state.user_id = str(auth.user.id)  # for the request log line
-    return auth
+    return auth.user
 
 
 def _authenticate(*, session: Session, config: Settings, token: str | None) -> Authenticated:
@@ -71,18 +75,20 @@ def _authenticate(*, session: Session, config: Settings, token: str | None) -> A
         raise
 
 
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_current_auth(request: Request, _user: CurrentUser) -> Authenticated:
+    """The user and login session behind the request (get_current_user checked them)."""
+    auth: Authenticated = request.state.auth
+    return auth
+
+
 CurrentAuth = Annotated[Authenticated, Depends(get_current_auth)]
 
 
 # The dependencies below only read what others resolved or what the app holds: async, so
 # that none of them costs a trip through the threadpool.
-
-
-async def get_current_user(auth: CurrentAuth) -> User:
-    return auth.user
-
-
-CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
 async def get_current_superuser(user: CurrentUser) -> User:
