@@ -7,7 +7,6 @@ from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import RowMapping, Select, and_, bindparam, or_
 from sqlmodel import Session, col, select
-from sqlmodel.sql.expression import SelectOfScalar
 
 from app.crud.page import (
     Page,
@@ -31,7 +30,10 @@ class MessageKey(NamedTuple):
     id: uuid.UUID
 
 
-def _visible_to(statement: SelectOfScalar[T], user: User | Viewer) -> SelectOfScalar[T]:
+S = TypeVar("S", bound=Select[Any])
+
+
+def _visible_to(statement: S, user: User | Viewer) -> S:
     """The only place that decides whose threads a query sees: one's own, always."""
     return statement.where(col(Thread.owner_id) == user.id)
 
@@ -58,26 +60,39 @@ def list_threads(*, session: Session, user: User, query: ThreadListQuery) -> Pag
 
 
 def list_messages(
-    *, session: Session, thread: Thread, query: MessageListQuery, after: MessageKey | None
-) -> Slice[RowMapping]:
-    """A keyset page of a thread's messages (the thread must come from get_thread),
-    starting strictly after `after` (the key the query's cursor names).
+    *,
+    session: Session,
+    user: User,
+    thread_id: uuid.UUID,
+    query: MessageListQuery,
+    after: MessageKey | None,
+) -> Slice[RowMapping] | None:
+    """A keyset page of the messages of a thread `user` may see, starting strictly after
+    `after` (the key the query's cursor names); None if there is no such thread.
 
     Rows are ordered by (created_at, id) and a page starts strictly after the last row of
-    the previous one, so rows inserted meanwhile never shift a page or repeat a row.
+    the previous one, so rows inserted meanwhile never shift a page or repeat a row. The
+    thread's ownership is checked in the page's own statement; only an empty page costs
+    a second one, to tell an empty thread from one that is not there.
     """
-    params: dict[str, Any] = {"thread_id": thread.id}
+    params = params_for(user, thread_id=thread_id)
     if after is not None:
         params.update(after_created_at=after.created_at, after_id=after.id)
     statement = _message_slice(query.order, after is not None)
-    return read_prebuilt_slice(session, statement, params, limit=query.limit)
+    found = read_prebuilt_slice(session, statement, params, limit=query.limit)
+    if not found.rows and get_thread(session=session, user=user, thread_id=thread_id) is None:
+        return None
+    return found
 
 
 @cache
 def _message_slice(order: str, after: bool) -> Select[Any]:
     """A thread's messages (`thread_id`) in `order`, maybe after a message's key
     (`after_created_at`, `after_id`); built once per shape (crud/prebuilt.py)."""
-    statement = columns_of(Message).where(col(Message.thread_id) == bindparam("thread_id"))
+    statement = _visible_to(
+        columns_of(Message).join(Thread, col(Thread.id) == col(Message.thread_id)),
+        Viewer(is_superuser=False),
+    ).where(col(Message.thread_id) == bindparam("thread_id"))
     created_at, message_id = col(Message.created_at), col(Message.id)
     if after:
         at: Any = bindparam("after_created_at")

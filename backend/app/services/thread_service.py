@@ -85,9 +85,16 @@ class ThreadService:
     def list_messages(
         *, session: Session, user: User, thread_id: uuid.UUID, query: MessageListQuery
     ) -> CursorPage[MessagePublic]:
-        thread = ThreadService.get(session=session, user=user, thread_id=thread_id)
-        after = _decode_cursor(query.cursor) if query.cursor else None
-        found = thread_crud.list_messages(session=session, thread=thread, query=query, after=after)
+        try:
+            after = _decode_cursor(query.cursor) if query.cursor else None
+        except UnprocessableError:
+            ThreadService.get(session=session, user=user, thread_id=thread_id)  # 404 first
+            raise
+        found = thread_crud.list_messages(
+            session=session, user=user, thread_id=thread_id, query=query, after=after
+        )
+        if found is None:
+            raise NotFoundError("Thread not found")
         last = found.rows[-1] if found.rows else None
         next_cursor = (
             _encode_cursor(last["created_at"], last["id"]) if last and found.has_more else None
