@@ -295,8 +295,10 @@ class AdmissionMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            await release_session(scope)
-            slots.release()
+            try:
+                await release_session(scope)
+            finally:
+                slots.release()  # even when releasing the session failed (database gone)
 
     def _slots(self) -> asyncio.Semaphore:
         """The admission slots of the running event loop, and its thread pool of as

@@ -60,7 +60,7 @@ def read_page(
 def columns_of(model: type[SQLModel]) -> Select[Any]:
     """SELECT of a table model's columns, for reads that answer with the rows as they are:
     a row costs a third of an ORM object, which the identity map would keep for nothing
-    (read with `read_rows_page` and `read_rows_slice`)."""
+    (read with `read_rows_page`, or built once: `page_statements`, `slice_statement`)."""
     table: Table = model.__table__  # type: ignore[attr-defined]
     return sa_select(*table.columns)
 
@@ -69,8 +69,7 @@ def read_rows_page(
     session: Session, statement: Select[Any], *order: Any, query: OffsetListQuery
 ) -> Page[RowMapping]:
     """`read_page` for a statement of columns: the page's rows as mappings."""
-    page = statement.order_by(*order).offset(query.skip).limit(query.limit)
-    return Page(data=session.execute(page).mappings().all(), count=count_of(session, statement))
+    return read_prebuilt_page(session, page_statements(statement, *order), {}, query=query)
 
 
 def count_of(session: Session, statement: Select[Any]) -> int:
@@ -105,7 +104,8 @@ def page_statements(statement: Select[Any], *order: Any) -> PageStatements:
 def read_prebuilt_page(
     session: Session, statements: PageStatements, params: dict[str, Any], *, query: OffsetListQuery
 ) -> Page[RowMapping]:
-    """`read_rows_page` with statements built once, run with `params`."""
+    """The page `query` asks for, and the count, of statements built by `page_statements`,
+    run with `params`."""
     position = {"skip": query.skip, "limit": query.limit}
     rows = session.execute(statements.rows, {**params, **position}).mappings().all()
     return Page(data=rows, count=int(session.execute(statements.count, params).scalar_one()))
@@ -119,14 +119,9 @@ def slice_statement(statement: Select[Any]) -> Select[Any]:
 def read_prebuilt_slice(
     session: Session, statement: Select[Any], params: dict[str, Any], *, limit: int
 ) -> Slice[RowMapping]:
-    """`read_rows_slice` with a statement built once (`slice_statement`), run with `params`."""
+    """`read_slice` for a statement of columns built once (`slice_statement`), run with
+    `params`: the rows as mappings."""
     rows = session.execute(statement, {**params, "limit": limit + 1}).mappings().all()
-    return Slice(rows=rows[:limit], has_more=len(rows) > limit)
-
-
-def read_rows_slice(session: Session, statement: Select[Any], *, limit: int) -> Slice[RowMapping]:
-    """`read_slice` for a statement of columns: the rows as mappings."""
-    rows = session.execute(statement.limit(limit + 1)).mappings().all()
     return Slice(rows=rows[:limit], has_more=len(rows) > limit)
 
 
