@@ -65,8 +65,10 @@ class Settings(BaseSettings):
     EXPOSE_DOCS: bool | None = None
 
     # Database pool (both engines) and timeouts.
-    DB_POOL_SIZE: int = Field(default=10, ge=1, le=500)
-    DB_MAX_OVERFLOW: int = Field(default=10, ge=0, le=500)
+    # Overflow connections are closed as soon as they are returned: under steady load each
+    # one is a new PostgreSQL backend per burst, so the default pool covers the load itself.
+    DB_POOL_SIZE: int = Field(default=20, ge=1, le=500)
+    DB_MAX_OVERFLOW: int = Field(default=0, ge=0, le=500)
     DB_POOL_TIMEOUT: float = Field(default=5.0, gt=0, le=60)
     DB_CONNECT_TIMEOUT: int = Field(default=5, ge=1, le=60)
     DB_STATEMENT_TIMEOUT_MS: int = Field(default=15_000, ge=100, le=600_000)
