@@ -3,7 +3,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import RowMapping, Select, bindparam, delete, insert, or_
+from sqlalchemy import RowMapping, Select, String, bindparam, cast, delete, func, insert, or_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -52,6 +52,44 @@ def _agent_by_id(superuser: bool, *, usable: bool) -> SelectOfScalar[Agent]:
     return _usable_by(statement, viewer) if usable else _visible_to(statement, viewer)
 
 
+# An agent's knowledge bases as one column of comma-separated ids (string_agg on
+# PostgreSQL, group_concat on SQLite), so that agents are read with their links in one
+# statement; `linked_knowledge_base_ids` reads it.
+_LINKED = "linked_knowledge_base_ids"
+_LINKED_IDS = (
+    select(func.aggregate_strings(cast(col(AgentKnowledgeBase.knowledge_base_id), String), ","))
+    .where(col(AgentKnowledgeBase.agent_id) == col(Agent.id))
+    .scalar_subquery()
+    .label(_LINKED)
+)
+
+
+def _agent_columns() -> Select[Any]:
+    """An agent's columns and its knowledge bases (`linked_knowledge_base_ids`)."""
+    return columns_of(Agent).add_columns(_LINKED_IDS)
+
+
+def linked_knowledge_base_ids(row: RowMapping) -> list[uuid.UUID]:
+    """The knowledge bases of an agent read with `_agent_columns`, ordered by id."""
+    linked: str | None = row[_LINKED]
+    return sorted(uuid.UUID(text) for text in linked.split(",")) if linked else []
+
+
+@cache
+def _agent_row_by_id(superuser: bool) -> Select[Any]:
+    """One agent by id (`agent_id`) and its knowledge bases, as a user of this kind may
+    see it."""
+    statement = _agent_columns().where(col(Agent.id) == bindparam("agent_id"))
+    return _visible_to(statement, Viewer(is_superuser=superuser))
+
+
+def read_agent(*, session: Session, user: User, agent_id: uuid.UUID) -> RowMapping | None:
+    """An agent `user` may see, as a row with its knowledge bases (for answers only)."""
+    statement = _agent_row_by_id(user.is_superuser)
+    params = params_for(user, agent_id=agent_id)
+    return session.execute(statement, params).mappings().first()
+
+
 def get_agent(*, session: Session, user: User, agent_id: uuid.UUID) -> Agent | None:
     statement = _agent_by_id(user.is_superuser, usable=False)
     return session.exec(statement, params=params_for(user, agent_id=agent_id)).first()
@@ -63,12 +101,13 @@ def get_usable_agent(*, session: Session, user: User, agent_id: uuid.UUID) -> Ag
 
 
 def list_agents(*, session: Session, user: User, query: AgentListQuery) -> Page[RowMapping]:
-    """A page of the agents `user` may see, as rows (the list only shows them)."""
+    """A page of the agents `user` may see, as rows with their knowledge bases (the list
+    only shows them)."""
     if not query.q and not query.sort.endswith("name"):  # the usual lists: built once
         statements = _agent_page(user.is_superuser, query.owner_id is not None, query.sort)
         params = params_for(user, owner_id=query.owner_id)
         return read_prebuilt_page(session, statements, params, query=query)
-    statement = _visible_to(columns_of(Agent), user, owner_id=query.owner_id)
+    statement = _visible_to(_agent_columns(), user, owner_id=query.owner_id)
     if query.q:
         statement = statement.where(
             or_(
@@ -89,7 +128,8 @@ def _agent_page(superuser: bool, by_owner: bool, sort: str) -> PageStatements:
     """The agent list of a user of this kind, maybe of one owner (`owner_id`), in a
     column's order."""
     owner_id: Any = bindparam("owner_id") if by_owner else None
-    statement = _visible_to(columns_of(Agent), Viewer(is_superuser=superuser), owner_id=owner_id)
+    viewer = Viewer(is_superuser=superuser)
+    statement = _visible_to(_agent_columns(), viewer, owner_id=owner_id)
     column = col(getattr(Agent, sort.lstrip("-")))
     order = column.desc() if sort.startswith("-") else column.asc()
     return page_statements(statement, order, col(Agent.id))

@@ -85,6 +85,10 @@ def _counting(statement: Select[Any]) -> Select[Any]:
     return statement.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)
 
 
+# The column of a page's rows that holds the count of the whole list (`page_statements`).
+LIST_COUNT = "list_count"
+
+
 @dataclass(frozen=True)
 class PageStatements:
     """A list's page and count, built once (crud/prebuilt.py); the page takes the bound
@@ -96,9 +100,17 @@ class PageStatements:
 
 def page_statements(statement: Select[Any], *order: Any) -> PageStatements:
     """The statements of `read_rows_page` for `statement` in `order`, with bound
-    parameters in place of the page's position."""
-    rows = statement.order_by(*order).offset(bindparam("skip")).limit(bindparam("limit"))
-    return PageStatements(rows=rows, count=_counting(statement))
+    parameters in place of the page's position.
+
+    Each row of the page also holds the count of the whole list (`LIST_COUNT`), an
+    uncorrelated scalar subquery that both engines compute once per statement: a page and
+    its count cost one round trip. The count's own statement is for pages past the end,
+    which have no row to carry it."""
+    counting = _counting(statement)
+    total = counting.correlate(None).scalar_subquery().label(LIST_COUNT)
+    rows = statement.add_columns(total).order_by(*order)
+    rows = rows.offset(bindparam("skip")).limit(bindparam("limit"))
+    return PageStatements(rows=rows, count=counting)
 
 
 def read_prebuilt_page(
@@ -108,7 +120,13 @@ def read_prebuilt_page(
     run with `params`."""
     position = {"skip": query.skip, "limit": query.limit}
     rows = session.execute(statements.rows, {**params, **position}).mappings().all()
-    return Page(data=rows, count=int(session.execute(statements.count, params).scalar_one()))
+    if rows:
+        count = int(rows[0][LIST_COUNT])
+    elif query.skip == 0:
+        count = 0  # an empty first page: the list is empty
+    else:
+        count = int(session.execute(statements.count, params).scalar_one())
+    return Page(data=rows, count=count)
 
 
 def slice_statement(statement: Select[Any]) -> Select[Any]:

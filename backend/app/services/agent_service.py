@@ -1,6 +1,7 @@
 import uuid
 from collections.abc import Sequence
 
+from sqlalchemy import RowMapping
 from sqlmodel import Session
 
 from app.core.db import utcnow
@@ -20,14 +21,8 @@ class AgentService:
     @staticmethod
     def list_agents(*, session: Session, user: User, query: AgentListQuery) -> Page[AgentPublic]:
         page = agent_crud.list_agents(session=session, user=user, query=query)
-        kb_ids = agent_crud.knowledge_base_ids(
-            session=session, agent_ids=[row["id"] for row in page.data]
-        )
         return Page(
-            data=[
-                AgentPublic.of(row, knowledge_base_ids=kb_ids.get(row["id"], []))
-                for row in page.data
-            ],
+            data=[_public_row(row) for row in page.data],
             count=page.count,
         )
 
@@ -40,8 +35,10 @@ class AgentService:
 
     @staticmethod
     def read(*, session: Session, user: User, agent_id: uuid.UUID) -> AgentPublic:
-        agent = AgentService.get(session=session, user=user, agent_id=agent_id)
-        return _with_knowledge_bases(session, agent)
+        row = agent_crud.read_agent(session=session, user=user, agent_id=agent_id)
+        if row is None:
+            raise NotFoundError("Agent not found")  # same answer for missing and not yours
+        return _public_row(row)
 
     @staticmethod
     def create(*, session: Session, user: User, agent_in: AgentCreate) -> AgentPublic:
@@ -139,6 +136,11 @@ def _check_knowledge_bases(
 def _with_knowledge_bases(session: Session, agent: Agent) -> AgentPublic:
     kb_ids = agent_crud.knowledge_base_ids(session=session, agent_ids=[agent.id])
     return _public(agent, kb_ids.get(agent.id, []))
+
+
+def _public_row(row: RowMapping) -> AgentPublic:
+    """The answer for an agent read as a row with its knowledge bases."""
+    return AgentPublic.of(row, knowledge_base_ids=agent_crud.linked_knowledge_base_ids(row))
 
 
 def _public(agent: Agent, kb_ids: list[uuid.UUID]) -> AgentPublic:

@@ -278,6 +278,61 @@ class TestAgentKnowledgeBases:
             link(db, create_agent(db, owner=user), create_knowledge_base(db, owner=user))
         assert statements_for_a_page() == one
 
+    def test_a_page_its_count_and_links_in_one_statement(
+        self,
+        client: TestClient,
+        db: Session,
+        connection: Connection,
+        user: User,
+        user_headers: dict[str, str],
+    ) -> None:
+        kbs = [create_knowledge_base(db, owner=user) for _ in range(3)]
+        plain = create_agent(db, owner=user, name="a plain")
+        linked = create_agent(db, owner=user, name="b linked")
+        link(db, linked, *kbs)
+        someone = create_user(db)
+        other = create_agent(db, owner=someone, name="c someone else's")
+        link(db, other, create_knowledge_base(db, owner=someone))
+        plain_id, linked_id, expected = str(plain.id), str(linked.id), ids(*kbs)
+        with statements_on(connection) as seen:
+            page = client.get(AGENTS, headers=user_headers, params={"sort": "name"}).json()
+            read = client.get(f"{AGENTS}/{linked_id}", headers=user_headers).json()
+        assert page["count"] == 2
+        assert [(a["id"], a["knowledge_base_ids"]) for a in page["data"]] == [
+            (plain_id, []),
+            (linked_id, expected),
+        ]
+        assert read["knowledge_base_ids"] == expected
+        # Each request: its login-session check, then one statement for the answer (the
+        # test's own savepoints aside).
+        queries = [sql for sql in seen if "SAVEPOINT" not in sql]
+        assert len(queries) == 4, "\n---\n".join(queries)
+
+    @pytest.mark.parametrize(("skip", "shown"), [(0, 3), (2, 1), (3, 0), (50, 0)])
+    def test_the_count_holds_on_every_page(
+        self,
+        client: TestClient,
+        db: Session,
+        user: User,
+        user_headers: dict[str, str],
+        skip: int,
+        shown: int,
+    ) -> None:
+        for name in ("a", "b", "c"):
+            create_agent(db, owner=user, name=name)
+        response = client.get(
+            AGENTS, headers=user_headers, params={"skip": skip, "sort": "created_at"}
+        )
+        assert response.status_code == 200
+        assert (response.json()["count"], len(response.json()["data"])) == (3, shown)
+
+    def test_an_empty_list_counts_zero(
+        self, client: TestClient, user_headers: dict[str, str]
+    ) -> None:
+        response = client.get(AGENTS, headers=user_headers)
+        assert response.status_code == 200
+        assert response.json() == {"data": [], "count": 0}
+
 
 # ==================== answers that cite ====================
 
