@@ -8,6 +8,7 @@ from typing import Any, NamedTuple, TypeVar
 from sqlalchemy import RowMapping, Select, and_, bindparam, or_
 from sqlmodel import Session, col, select
 
+from app.crud import citation as citation_crud
 from app.crud.page import (
     Page,
     Slice,
@@ -67,8 +68,9 @@ def list_messages(
     query: MessageListQuery,
     after: MessageKey | None,
 ) -> Slice[RowMapping] | None:
-    """A keyset page of the messages of a thread `user` may see, starting strictly after
-    `after` (the key the query's cursor names); None if there is no such thread.
+    """A keyset page of the messages of a thread `user` may see, with their citations
+    (`citation_crud.citations_of`), starting strictly after `after` (the key the query's
+    cursor names); None if there is no such thread.
 
     Rows are ordered by (created_at, id) and a page starts strictly after the last row of
     the previous one, so rows inserted meanwhile never shift a page or repeat a row. The
@@ -89,8 +91,9 @@ def list_messages(
 def _message_slice(order: str, after: bool) -> Select[Any]:
     """A thread's messages (`thread_id`) in `order`, maybe after a message's key
     (`after_created_at`, `after_id`); built once per shape (crud/prebuilt.py)."""
+    messages = columns_of(Message).add_columns(citation_crud.cited(col(Message.id)))
     statement = _visible_to(
-        columns_of(Message).join(Thread, col(Thread.id) == col(Message.thread_id)),
+        messages.join(Thread, col(Thread.id) == col(Message.thread_id)),
         Viewer(is_superuser=False),
     ).where(col(Message.thread_id) == bindparam("thread_id"))
     created_at, message_id = col(Message.created_at), col(Message.id)

@@ -5,7 +5,6 @@ import binascii
 import uuid
 from datetime import datetime
 
-from sqlalchemy import RowMapping
 from sqlmodel import Session
 
 from app.core.db import utcnow
@@ -16,7 +15,6 @@ from app.crud import citation as citation_crud
 from app.crud import run as run_crud
 from app.crud import thread as thread_crud
 from app.crud.page import CursorPage, Page
-from app.models.citation import Citation, CitationPublic
 from app.models.thread import (
     MessageListQuery,
     MessagePublic,
@@ -99,15 +97,10 @@ class ThreadService:
         next_cursor = (
             _encode_cursor(last["created_at"], last["id"]) if last and found.has_more else None
         )
-        cited = citation_crud.for_messages(
-            session=session, message_ids=[row["id"] for row in found.rows]
-        )
-        data = [_public(row, cited.get(row["id"], [])) for row in found.rows]
+        data = [
+            MessagePublic.of(row, citations=citation_crud.citations_of(row)) for row in found.rows
+        ]
         return CursorPage(data=data, next_cursor=next_cursor)
-
-
-def _public(row: RowMapping, citations: list[Citation]) -> MessagePublic:
-    return MessagePublic.of(row, citations=[CitationPublic.model_validate(c) for c in citations])
 
 
 def title_from(content: str) -> str:

@@ -622,15 +622,19 @@ class TestCitationsOfAPage:
         thread: Thread,
         user_headers: dict[str, str],
     ) -> None:
+        documents: list[str] = []
+
         def cite(count: int) -> None:
             for _ in range(count):
                 answer = create_message(db, thread=thread, role=MessageRole.ASSISTANT)
+                document_ids = {n: uuid.uuid4() for n in (2, 1)}
+                documents.append(str(document_ids[1]))
                 db.add_all(
                     Citation(
                         message_id=answer.id,
                         run_id=uuid.uuid4(),
                         index=n,
-                        document_id=uuid.uuid4(),
+                        document_id=document_ids[n],
                         chunk_id=n,
                         document_title="Handbook",
                         page_start=n,
@@ -642,17 +646,19 @@ class TestCitationsOfAPage:
                 db.commit()
 
         def statements_for_a_page() -> tuple[int, list[Any]]:
+            url = f"{API}/threads/{thread.id}/messages"
             with statements_on(connection) as seen:
-                response = client.get(f"{API}/threads/{thread.id}/messages", headers=user_headers)
+                response = client.get(url, headers=user_headers)
             assert response.status_code == 200
-            return len(seen), response.json()["data"]
+            return len([sql for sql in seen if "SAVEPOINT" not in sql]), response.json()["data"]
 
         cite(1)
         one, data = statements_for_a_page()
+        assert one == 2  # the login-session check, then the page with its citations
         assert [c["index"] for c in data[0]["citations"]] == [2, 1]  # as stored: first use
         assert data[0]["citations"][1] == {
             "index": 1,
-            "document_id": data[0]["citations"][1]["document_id"],
+            "document_id": documents[0],
             "chunk_id": 1,
             "document_title": "Handbook",
             "page_start": 1,
@@ -664,6 +670,7 @@ class TestCitationsOfAPage:
         assert more == one
         assert len(data) == 6
         assert all(len(message["citations"]) == 2 for message in data)
+        assert [m["citations"][1]["document_id"] for m in data] == documents
 
 
 # ==================== pricing ====================
