@@ -4,12 +4,14 @@
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, func, or_
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, select
 
 from app.crud import text as text_crud
-from app.crud.page import Page, read_page
+from app.crud.page import Page, columns_of, read_page
 from app.models.auth import LoginSession
 from app.models.user import User, UserListQuery
 
@@ -36,10 +38,13 @@ class UserWithSession:
 
 
 # Built once: every request runs it, and building a statement costs more than running it
-# (SQLAlchemy also keeps its cache key with it).
+# (SQLAlchemy also keeps its cache key with it). The user's columns, not the entity: the
+# ORM's loading costs a fifth of a request that only reads its own account.
+_USER_COLUMNS = columns_of(User)
+_USER_KEYS = tuple(column.key for column in User.__table__.columns)  # type: ignore[attr-defined]
 _USER_WITH_LOGIN_SESSION = (
-    select(User, LoginSession.revoked_at, LoginSession.expires_at)
-    .join(LoginSession, col(LoginSession.user_id) == User.id)
+    _USER_COLUMNS.add_columns(col(LoginSession.revoked_at), col(LoginSession.expires_at))
+    .join(LoginSession, col(LoginSession.user_id) == col(User.id))
     .where(col(LoginSession.id) == bindparam("session_id"), col(User.id) == bindparam("user_id"))
 )
 
@@ -47,12 +52,26 @@ _USER_WITH_LOGIN_SESSION = (
 def get_user_with_login_session(
     *, session: Session, user_id: uuid.UUID, session_id: uuid.UUID
 ) -> UserWithSession | None:
-    """Both rows an access token names, in one round trip."""
+    """Both rows an access token names, in one round trip; the user as an object of the
+    session (changes to it are flushed like those of any loaded row)."""
     params = {"session_id": session_id, "user_id": user_id}
-    row = session.exec(_USER_WITH_LOGIN_SESSION, params=params).first()
+    row = session.connection().execute(_USER_WITH_LOGIN_SESSION, params).first()
     if row is None:
         return None
-    return UserWithSession(user=row[0], session_id=session_id, revoked_at=row[1], expires_at=row[2])
+    user = _as_loaded(session, dict(zip(_USER_KEYS, row, strict=False)))
+    return UserWithSession(user=user, session_id=session_id, revoked_at=row[-2], expires_at=row[-1])
+
+
+def _as_loaded(session: Session, values: dict[str, Any]) -> User:
+    """The user of a row's `values` as if the session had loaded it: persistent, with no
+    pending change (the one the session holds already, if it does)."""
+    held = session.identity_map.get(session.identity_key(User, values["id"]))
+    if isinstance(held, User):
+        return held
+    user = User(**values)
+    make_transient_to_detached(user)
+    session.add(user)
+    return user
 
 
 def list_users(*, session: Session, query: UserListQuery) -> Page[User]:
