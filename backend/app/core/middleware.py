@@ -71,6 +71,10 @@ class BodyLimit:
         return scope["method"] == self.method and self.path.fullmatch(scope["path"]) is not None
 
 
+def _disconnect(message: Message) -> bool:
+    return bool(message["type"] == "http.disconnect")
+
+
 def _bodiless(scope: Scope) -> bool:
     """A request without Content-Length or Transfer-Encoding has no body (RFC 9112 6.3):
     there is nothing to wait for."""
@@ -274,24 +278,29 @@ class AdmissionMiddleware:
         except AppError as error:
             await _error_response(error)(scope, receive, send)
             return
-        if body is not None:
-            receive = replay(body, receive)
         if scope["path"] in self.unadmitted_paths:
-            await self.app(scope, receive, send)
+            await self.app(scope, replay(body, receive) if body is not None else receive, send)
             return
         slots = self._slots()
-        if slots.locked():  # all taken: wait on the event loop, up to the queue timeout
+        if not slots.locked():
+            await slots.acquire()
+        else:  # all taken: wait on the event loop, up to the queue timeout
+            if body is None:  # bodiless: its one message is read now, and handed on later
+                first = await receive()
+                if first["type"] == "http.disconnect":
+                    return
+                body = first.get("body", b"")
             try:
-                async with asyncio.timeout(self.queue_timeout):
-                    await slots.acquire()
+                if not await self._queue(slots, receive):
+                    return  # the client left while queued: nobody to answer, nothing to do
             except TimeoutError:
                 busy = ServiceUnavailableError(
                     "The server is busy; try again shortly", retry_after=2
                 )
                 await _error_response(busy)(scope, receive, send)
                 return
-        else:
-            await slots.acquire()
+        if body is not None:
+            receive = replay(body, receive)
         try:
             await self.app(scope, receive, send)
         finally:
@@ -299,6 +308,24 @@ class AdmissionMiddleware:
                 await release_session(scope)
             finally:
                 slots.release()  # even when releasing the session failed (database gone)
+
+    async def _queue(self, slots: asyncio.Semaphore, receive: Receive) -> bool:
+        """Waits for a slot, up to the queue timeout (TimeoutError). False, with no slot
+        taken, when the client disconnected meanwhile: under overload, clients that gave
+        up would otherwise leave their requests to be served to no one, delaying every
+        live request queued behind them. `receive` must have handed over the whole body:
+        what it gives next is the disconnect."""
+        left = asyncio.ensure_future(receive())
+        try:
+            async with asyncio.timeout(self.queue_timeout):
+                await slots.acquire()
+        finally:
+            gone = left.done() and left.exception() is None and _disconnect(left.result())
+            if not left.done():
+                left.cancel()
+        if gone:
+            slots.release()
+        return not gone
 
     def _slots(self) -> asyncio.Semaphore:
         """The admission slots of the running event loop, and its thread pool of as

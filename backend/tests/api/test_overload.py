@@ -42,9 +42,28 @@ def reading(session: SessionDep) -> Reading:
     return Reading(value=value)
 
 
-@pytest.fixture
-def server_url() -> Iterator[str]:
-    config = Settings(THREADPOOL_SIZE=8, DB_POOL_SIZE=2, DB_MAX_OVERFLOW=0, DB_POOL_TIMEOUT=3)
+# What the routes below saw: requests served by `counted`, requests holding a slot in
+# `hold`, and the gate `hold` waits on.
+served: list[str] = []
+holding: list[str] = []
+gate = threading.Event()
+
+
+@router.get("/hold", response_model=Reading, operation_id="test_hold")
+def hold() -> Reading:
+    holding.append("hold")
+    gate.wait(timeout=10)  # keeps its admission slot until the test opens the gate
+    return Reading(value=0)
+
+
+@router.post("/counted", response_model=Reading, operation_id="test_counted")
+@router.get("/counted", response_model=Reading, operation_id="test_counted_get")
+def counted(session: SessionDep) -> Reading:
+    served.append("counted")
+    return Reading(value=session.execute(text("SELECT 1")).scalar_one())
+
+
+def serve(config: Settings) -> Iterator[str]:
     engine = create_db_engine(config)
     app: FastAPI = create_app(config)
     app.include_router(router, prefix="/api/v1")
@@ -67,6 +86,21 @@ def server_url() -> Iterator[str]:
         thread.join(timeout=10)
         sock.close()
         engine.dispose()
+
+
+@pytest.fixture
+def server_url() -> Iterator[str]:
+    config = Settings(THREADPOOL_SIZE=8, DB_POOL_SIZE=2, DB_MAX_OVERFLOW=0, DB_POOL_TIMEOUT=3)
+    yield from serve(config)
+
+
+@pytest.fixture
+def two_slot_url() -> Iterator[str]:
+    served.clear()
+    holding.clear()
+    gate.clear()
+    yield from serve(Settings(THREADPOOL_SIZE=2, REQUEST_QUEUE_TIMEOUT=10))
+    gate.set()
 
 
 def test_concurrent_requests_beyond_the_threadpool_all_complete(server_url: str) -> None:
@@ -95,3 +129,44 @@ def test_every_route_of_the_app_releases_its_session_in_its_own_trip() -> None:
     ]
     assert len(routes) > 50
     assert [route.path for route in routes if not isinstance(route, OneTripRoute)] == []
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_request_whose_client_left_while_queued_is_never_served(
+    two_slot_url: str, method: str
+) -> None:
+    """Under overload, clients give up; what they asked for must not be served to no one
+    while live requests wait behind it."""
+    host, port = two_slot_url.removeprefix("http://").split("/")[0].split(":")
+    with ThreadPoolExecutor(max_workers=2) as holders:
+        held = [
+            holders.submit(httpx2.get, f"{two_slot_url}/test-only/hold", timeout=15)
+            for _ in range(2)
+        ]
+        deadline = time.monotonic() + 10
+        while len(holding) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(holding) == 2  # both admission slots taken
+        body = b'{"value": 1}'
+        request = (
+            f"{method} /api/v1/test-only/counted HTTP/1.1\r\nHost: {host}\r\n"
+            + (
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                if method == "POST"
+                else ""
+            )
+            + "\r\n"
+        ).encode() + (body if method == "POST" else b"")
+        abandoned = [socket.create_connection((host, int(port))) for _ in range(20)]
+        for connection in abandoned:
+            connection.sendall(request)
+        time.sleep(1)  # all 20 read and queued
+        for connection in abandoned:
+            connection.close()
+        time.sleep(1)
+        assert served == []
+        gate.set()
+        assert [future.result().status_code for future in held] == [200, 200]
+    live = httpx2.request(method, f"{two_slot_url}/test-only/counted", json={"value": 1}, timeout=5)
+    assert live.status_code == 200
+    assert served == ["counted"]  # the live request only
