@@ -289,6 +289,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--rounds", type=_positive, default=3, help="interleaved rounds")
     parser.add_argument(
+        "--settle",
+        type=float,
+        default=2.0,
+        help="seconds a server is left idle before each run (default: 2)",
+    )
+    parser.add_argument(
         "--endpoints",
         type=_endpoint_keys,
         default=list(ENDPOINTS),
@@ -436,7 +442,11 @@ def _interleaved(
                 )
                 url = fleet.urls[server]
                 if number == 0:  # warm-up: connections opened, statements cached
+                    time.sleep(args.settle)
                     measure.run(url, name, targets, connections, WARMUP_SECONDS)
+                # Measured from idle: a server still busy with the last run's clients
+                # (gone when it ended) would be measured recovering from that run.
+                time.sleep(args.settle)
                 cpu_before = fleet.processes[server].cpu_seconds()
                 sample = measure.run(url, name, targets, connections)
                 cpu = fleet.processes[server].cpu_seconds() - cpu_before
