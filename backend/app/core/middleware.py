@@ -320,7 +320,12 @@ class AdmissionMiddleware:
             async with asyncio.timeout(self.queue_timeout):
                 await slots.acquire()
         finally:
-            gone = left.done() and left.exception() is None and _disconnect(left.result())
+            gone = (
+                left.done()
+                and not left.cancelled()
+                and left.exception() is None
+                and _disconnect(left.result())
+            )
             if not left.done():
                 left.cancel()
         if gone:

@@ -183,23 +183,25 @@ class TestListMessages:
         response = client.get(messages_url(thread), headers=user_headers, params=params)
         assert response.status_code == 422
 
-    def test_someone_elses_thread_is_404(
-        self, client: TestClient, db: Session, user_headers: dict[str, str]
-    ) -> None:
+    @pytest.fixture
+    def theirs(self, db: Session) -> Thread:
+        """Someone else's thread, with one private message."""
         owner = create_user(db)
-        theirs = create_thread(db, owner=owner, agent=create_agent(db, owner=owner))
-        create_message(db, thread=theirs, content="private")
+        thread = create_thread(db, owner=owner, agent=create_agent(db, owner=owner))
+        create_message(db, thread=thread, content="private")
+        return thread
+
+    def test_someone_elses_thread_is_404(
+        self, client: TestClient, theirs: Thread, user_headers: dict[str, str]
+    ) -> None:
         response = client.get(messages_url(theirs), headers=user_headers)
         assert response.status_code == 404
         assert "private" not in response.text
 
     def test_someone_elses_thread_is_404_whatever_the_cursor(
-        self, client: TestClient, db: Session, user_headers: dict[str, str]
+        self, client: TestClient, theirs: Thread, user_headers: dict[str, str]
     ) -> None:
         """The page's own statement checks the thread; a cursor is judged after it."""
-        owner = create_user(db)
-        theirs = create_thread(db, owner=owner, agent=create_agent(db, owner=owner))
-        create_message(db, thread=theirs, content="private")
         for cursor in ("not-a-cursor", "MjAyNi0wMS0wMVQwMDowMDowMCswMDowMHwx"):
             response = client.get(
                 messages_url(theirs), headers=user_headers, params={"cursor": cursor}
