@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, or_
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_dict, manager_of_class
 from sqlmodel import Session, col, select
 
 from app.crud import text as text_crud
@@ -41,6 +42,7 @@ class UserWithSession:
 # (SQLAlchemy also keeps its cache key with it). The user's columns, not the entity: the
 # ORM's loading costs a fifth of a request that only reads its own account.
 _USER_COLUMNS = columns_of(User)
+_USER_MANAGER = manager_of_class(User)
 _USER_KEYS = tuple(column.key for column in User.__table__.columns)  # type: ignore[attr-defined]
 _USER_WITH_LOGIN_SESSION = (
     _USER_COLUMNS.add_columns(col(LoginSession.revoked_at), col(LoginSession.expires_at))
@@ -68,7 +70,10 @@ def _as_loaded(session: Session, values: dict[str, Any]) -> User:
     held = session.identity_map.get(session.identity_key(User, values["id"]))
     if isinstance(held, User):
         return held
-    user = User(**values)
+    # Built as the ORM builds what it loads: the row's values are the user's state, with
+    # no validation or change tracking on the way (a fifth of the check's cost).
+    user: User = _USER_MANAGER.new_instance()
+    instance_dict(user).update(values)
     make_transient_to_detached(user)
     session.add(user)
     return user
