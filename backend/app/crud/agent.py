@@ -16,6 +16,7 @@ from app.crud.page import (
     page_statements,
     read_prebuilt_page,
     read_rows_page,
+    rows_of,
 )
 from app.crud.prebuilt import Viewer, params_for
 from app.models.agent import Agent, AgentKnowledgeBase, AgentListQuery
@@ -87,7 +88,7 @@ def read_agent(*, session: Session, user: User, agent_id: uuid.UUID) -> RowMappi
     """An agent `user` may see, as a row with its knowledge bases (for answers only)."""
     statement = _agent_row_by_id(user.is_superuser)
     params = params_for(user, agent_id=agent_id)
-    return session.execute(statement, params).mappings().first()
+    return rows_of(session, statement, params).mappings().first()
 
 
 def get_agent(*, session: Session, user: User, agent_id: uuid.UUID) -> Agent | None:

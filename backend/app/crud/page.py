@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import RowMapping, Select, Table, bindparam, func
+from sqlalchemy import CursorResult, RowMapping, Select, Table, bindparam, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, SQLModel
 from sqlmodel.sql.expression import SelectOfScalar
@@ -65,6 +65,16 @@ def columns_of(model: type[SQLModel]) -> Select[Any]:
     return sa_select(*table.columns)
 
 
+def rows_of(session: Session, statement: Select[Any], params: dict[str, Any]) -> CursorResult[Any]:
+    """The rows of a statement of columns, run by SQLAlchemy Core on the session's
+    connection: the ORM's execution of a statement that loads no object hands its rows
+    back as they are, for 200 to 300 µs more per statement (measured on a page of 20
+    agents). The session's pending changes are flushed first, as its own execution
+    would."""
+    session.flush()
+    return session.connection().execute(statement, params)
+
+
 def read_rows_page(
     session: Session, statement: Select[Any], *order: Any, query: OffsetListQuery
 ) -> Page[RowMapping]:
@@ -74,7 +84,7 @@ def read_rows_page(
 
 def count_of(session: Session, statement: Select[Any]) -> int:
     """How many rows `statement` selects."""
-    return int(session.execute(_counting(statement)).scalar_one())
+    return int(rows_of(session, _counting(statement), {}).scalar_one())
 
 
 def _counting(statement: Select[Any]) -> Select[Any]:
@@ -119,13 +129,13 @@ def read_prebuilt_page(
     """The page `query` asks for, and the count, of statements built by `page_statements`,
     run with `params`."""
     position = {"skip": query.skip, "limit": query.limit}
-    rows = session.execute(statements.rows, {**params, **position}).mappings().all()
+    rows = rows_of(session, statements.rows, {**params, **position}).mappings().all()
     if rows:
         count = int(rows[0][LIST_COUNT])
     elif query.skip == 0:
         count = 0  # an empty first page: the list is empty
     else:
-        count = int(session.execute(statements.count, params).scalar_one())
+        count = int(rows_of(session, statements.count, params).scalar_one())
     return Page(data=rows, count=count)
 
 
@@ -139,7 +149,7 @@ def read_prebuilt_slice(
 ) -> Slice[RowMapping]:
     """`read_slice` for a statement of columns built once (`slice_statement`), run with
     `params`: the rows as mappings."""
-    rows = session.execute(statement, {**params, "limit": limit + 1}).mappings().all()
+    rows = rows_of(session, statement, {**params, "limit": limit + 1}).mappings().all()
     return Slice(rows=rows[:limit], has_more=len(rows) > limit)
 
 
