@@ -118,7 +118,7 @@ def _serve(args: argparse.Namespace, config: Settings) -> int:
     _bootstrap(engine, config)
     engine.dispose()
     uvicorn.run(
-        "app.main:create_app",
+        "app.main:create_served_app",
         factory=True,
         host=args.host,
         port=args.port,
