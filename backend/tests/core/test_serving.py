@@ -64,7 +64,12 @@ def test_serve_migrates_then_answers_and_stops_on_sigterm(tmp_path: Path) -> Non
         assert anonymous.json()["code"] == "invalid_token"
     finally:
         server.send_signal(signal.SIGTERM)
-        returncode = server.wait(timeout=30)
+        try:
+            returncode = server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()  # no server left behind by a failed run
+            server.wait()
+            raise
     # uvicorn shuts down, then raises the signal again so that the exit status says it.
     assert returncode in (0, -signal.SIGTERM)
     assert "Traceback" not in log.read_text(errors="replace")
