@@ -23,7 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -43,7 +43,9 @@ SQL_REPEAT = 50
 WARMUP_SECONDS = 1
 SELECT_LIST = re.compile(r"SELECT (.*?) FROM")
 CREATED_NAME = "Benchmark agent"  # what POST sends, and what is deleted after each round
-SERVERS = ("bare", "reference", "agentry")
+SERVERS = ("bare", "reference", "floor", "agentry")
+# What the floor serves (benchmarks/floor.py), on PostgreSQL only.
+FLOOR_ENDPOINTS = frozenset({"me", "agent"})
 # Errors after which a server may still hold requests wrk gave up on.
 BACKLOG_ERRORS = {"timeout", "stalled", "read", "connect"}
 # Keys for --endpoints, in the order a round runs them: the write last, so the reads of a
@@ -77,6 +79,8 @@ class Sample:
     errors: dict[str, int] = field(default_factory=dict)
     stalled_windows: int = 0
     cpu_ms: float = math.nan  # the server's CPU time per answered request
+    # The whole machine's busy CPUs over the run: the server, the database and wrk.
+    machine_cpus: float = math.nan
 
 
 @dataclass
@@ -142,17 +146,16 @@ class Fleet:
         if name == "agentry":
             process = servers.start_app(**common, log_dir=self.workdir)
         else:
-            target = (
-                "benchmarks.reference:app" if name == "reference" else "benchmarks.yardstick:app"
-            )
+            target = f"benchmarks.{'yardstick' if name == 'bare' else name}:app"
             process = servers.start_uvicorn(name, target, **common, log_dir=self.workdir)
         self.processes[name] = process
         ready = {
             "agentry": f"{API}/utils/readiness",  # after serving migrated the database
             "reference": f"{API}/users/me",
+            "floor": f"{API}/users/me",
             "bare": yardstick.PATH,
         }[name]
-        headers = self.ready_headers if name == "reference" else None
+        headers = self.ready_headers if name in ("reference", "floor") else None
         servers.wait_ready(process, f"{url}{ready}", headers=headers)
 
     def restart(self, name: str) -> None:
@@ -194,10 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         fleet.ready_headers = {"Authorization": f"Bearer {fixture['users'][0]['token']}"}
         fleet.start("reference")
         fleet.start("bare")
+        engine = "postgresql" if database_url.startswith("postgres") else "sqlite"
+        if engine == "postgresql" and FLOOR_ENDPOINTS & set(args.endpoints):
+            fleet.start("floor")
         sql = _count_sql(endpoints, env, workdir)
         servers.delete_agents_named(database_url, CREATED_NAME)
 
-        engine = "postgresql" if database_url.startswith("postgres") else "sqlite"
         meta: dict[str, Any] = {
             "engine": engine,
             "workers": args.workers,
@@ -224,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples = _interleaved(measure, fleet, endpoints, bare, connections, args, database_url)
             rows = [_summary(endpoint, samples[endpoint.key], sql) for endpoint in endpoints]
             print(_header(meta, connections, load_before, os.getloadavg()))
-            print(_table(rows), end="\n\n", flush=True)
+            print(_table(rows, meta["cpus"] or 1), end="\n\n", flush=True)
             failures += sum(
                 row[server]["errors"] + row[server]["stalled_windows"]
                 for row in rows
@@ -432,11 +437,16 @@ def _interleaved(
 ) -> dict[str, dict[str, list[Sample]]]:
     """Round after round, endpoint after endpoint: the three servers back to back."""
     samples: dict[str, dict[str, list[Sample]]] = {
-        endpoint.key: {server: [] for server in SERVERS} for endpoint in endpoints
+        endpoint.key: {
+            server: []
+            for server in SERVERS
+            if server in fleet.processes and (server != "floor" or endpoint.key in FLOOR_ENDPOINTS)
+        }
+        for endpoint in endpoints
     }
     for number in range(args.rounds):
         for endpoint in endpoints:
-            for server in SERVERS:
+            for server in samples[endpoint.key]:
                 name, targets = (
                     ("bare", bare) if server == "bare" else (endpoint.key, endpoint.targets)
                 )
@@ -448,8 +458,11 @@ def _interleaved(
                 # (gone when it ended) would be measured recovering from that run.
                 time.sleep(args.settle)
                 cpu_before = fleet.processes[server].cpu_seconds()
+                busy_before, started = servers.machine_busy_seconds(), time.monotonic()
                 sample = measure.run(url, name, targets, connections)
                 cpu = fleet.processes[server].cpu_seconds() - cpu_before
+                busy = servers.machine_busy_seconds() - busy_before
+                sample.machine_cpus = busy / (time.monotonic() - started)
                 answered = sample.rps * measure.seconds
                 sample.cpu_ms = 1000 * cpu / answered if answered else math.nan
                 samples[endpoint.key][server].append(sample)
@@ -458,7 +471,7 @@ def _interleaved(
                     f"  c={connections} round {number + 1} {endpoint.name:<40} {server:<9} "
                     f"{sample.rps:8.0f} req/s  p50 {sample.p50_ms:7.1f}  p99 {sample.p99_ms:7.1f}"
                     f"  errors {errors}  stalled {sample.stalled_windows}"
-                    f"  cpu {sample.cpu_ms:.2f} ms/request",
+                    f"  cpu {sample.cpu_ms:.2f} ms/request  machine {sample.machine_cpus:.2f} CPUs",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -485,6 +498,7 @@ def _summary(
             "p50_ms": statistics.median(sample.p50_ms for sample in runs),
             "p99_ms": statistics.median(sample.p99_ms for sample in runs),
             "cpu_ms": statistics.median(sample.cpu_ms for sample in runs),
+            "machine_cpus": statistics.median(sample.machine_cpus for sample in runs),
             "rounds_rps": [round(sample.rps, 1) for sample in runs],
             "errors": sum(sum(sample.errors.values()) for sample in runs),
             "error_kinds": _merged([sample.errors for sample in runs]),
@@ -493,6 +507,7 @@ def _summary(
     agentry = row["agentry"]["rps"]
     row["agentry_per_reference"] = _ratio(agentry, row["reference"]["rps"])
     row["agentry_per_bare"] = _ratio(agentry, row["bare"]["rps"])
+    row["agentry_per_floor"] = _ratio(agentry, row["floor"]["rps"]) if "floor" in row else math.nan
     row["sql_reference"] = sql["reference"][endpoint.key]["per_request"]
     row["sql_agentry"] = sql["agentry"][endpoint.key]["per_request"]
     return row
@@ -525,23 +540,27 @@ def _header(
     )
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def _table(rows: list[dict[str, Any]], cpus: int) -> str:
     columns = (
         "endpoint",
         "bare rps",
         "ref rps",
         "ref p50",
         "ref p99",
+        "floor rps",
         "agentry rps",
         "p50",
         "p99",
         "x ref",
         "x bare",
+        "x floor",
         "SQL/req ref",
         "agentry",
-        "CPU ms/req b/r/a",
-        "errors b/r/a",
-        "stalls b/r/a",
+        "CPU ms/req b/r/f/a",
+        "CPUs busy",
+        "room",
+        "errors b/r/f/a",
+        "stalls b/r/f/a",
     )
     lines = [
         (
@@ -550,16 +569,20 @@ def _table(rows: list[dict[str, Any]]) -> str:
             f"{row['reference']['rps']:.0f}",
             _ms(row["reference"]["p50_ms"]),
             _ms(row["reference"]["p99_ms"]),
+            f"{row['floor']['rps']:.0f}" if "floor" in row else "-",
             f"{row['agentry']['rps']:.0f}",
             _ms(row["agentry"]["p50_ms"]),
             _ms(row["agentry"]["p99_ms"]),
             _times(row["agentry_per_reference"]),
             _times(row["agentry_per_bare"]),
+            _times(row["agentry_per_floor"]),
             f"{row['sql_reference']:g}",
             f"{row['sql_agentry']:g}",
-            "/".join(_cpu(row[server]["cpu_ms"]) for server in SERVERS),
-            "/".join(str(row[server]["errors"]) for server in SERVERS),
-            "/".join(str(row[server]["stalled_windows"]) for server in SERVERS),
+            _each(row, lambda figures: _cpu(figures["cpu_ms"])),
+            _cpu(row["agentry"]["machine_cpus"]),
+            _times(_ratio(cpus, row["agentry"]["machine_cpus"])),
+            _each(row, lambda figures: str(figures["errors"])),
+            _each(row, lambda figures: str(figures["stalled_windows"])),
         )
         for row in rows
     ]
@@ -567,9 +590,21 @@ def _table(rows: list[dict[str, Any]]) -> str:
         f"  {row['endpoint']} {server}: {_kinds(row[server]['error_kinds'])}"
         for row in rows
         for server in SERVERS
-        if row[server]["error_kinds"]
+        if server in row and row[server]["error_kinds"]
     ]
-    return _render(columns, lines) + ("\nerrors:\n" + "\n".join(kinds) if kinds else "")
+    notes = [
+        "x floor: Agentry's requests/s over the floor's (benchmarks/floor.py: the same SQL by "
+        "psycopg, no ORM, dependencies, middleware or response model).",
+        "CPUs busy: the whole machine's (Agentry, the database and wrk) during Agentry's runs; "
+        f"room: {cpus} CPUs over that, the most more workers can add on this machine.",
+    ]
+    table = _render(columns, lines) + "\n" + "\n".join(notes)
+    return table + ("\nerrors:\n" + "\n".join(kinds) if kinds else "")
+
+
+def _each(row: dict[str, Any], show: Callable[[dict[str, Any]], str]) -> str:
+    """One figure per server, in SERVERS order; "-" for a server not run."""
+    return "/".join(show(row[server]) if server in row else "-" for server in SERVERS)
 
 
 def _sql_table(endpoints: list[Endpoint], sql: dict[str, dict[str, Any]]) -> str:

@@ -85,6 +85,18 @@ def cpu_seconds(root: int) -> float:
     return total
 
 
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine has spent running something (all CPUs, every process:
+    user, nice, system, interrupts); NaN where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(field) for field in stat.readline().split()[1:8]]
+        user, nice, system, _idle, _iowait, irq, softirq = fields
+    except (OSError, ValueError):
+        return math.nan
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
