@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     DB_POOL_TIMEOUT: float = Field(default=5.0, gt=0, le=60)
     DB_CONNECT_TIMEOUT: int = Field(default=5, ge=1, le=60)
     DB_STATEMENT_TIMEOUT_MS: int = Field(default=15_000, ge=100, le=600_000)
+    # psycopg prepares a statement on the server once a connection has run it 5 times;
+    # off behind a pooler that cannot keep prepared statements (PgBouncer's transaction
+    # mode before 1.21).
+    DB_PREPARED_STATEMENTS: bool = True
     SQLITE_BUSY_TIMEOUT_MS: int = Field(default=5_000, ge=0, le=600_000)
 
     # Worker threads that run sync routes; admitted requests never outnumber them.

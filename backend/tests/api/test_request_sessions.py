@@ -13,7 +13,8 @@ from sqlmodel import Session
 
 from app.api.deps import CurrentUser, SessionDep
 from app.api.routing import OneTripRoute, writes
-from app.core.db import SessionFactory, create_db_engine
+from app.core.config import Settings
+from app.core.db import PREPARE_THRESHOLD, SessionFactory, create_db_engine
 from app.main import create_app
 from app.models.user import User
 from tests.environment import settings
@@ -149,3 +150,25 @@ def test_request_ids_are_unique_and_uuid_shaped(client: TestClient) -> None:
     ids = {client.get("/api/v1/utils/health-check").headers["X-Request-ID"] for _ in range(50)}
     assert len(ids) == 50
     assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in ids)
+
+
+@pytest.mark.skipif(settings.is_sqlite, reason="PostgreSQL prepared statements")
+@pytest.mark.parametrize("prepared", [True, False])
+def test_statements_run_again_and_again_are_prepared_on_the_server_unless_turned_off(
+    engine: Engine, user: User, prepared: bool
+) -> None:
+    config = Settings(DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0, DB_PREPARED_STATEMENTS=prepared)
+    app = create_app(config)
+    with Session(engine) as setup:
+        headers = auth_headers(setup, user=user)
+    with TestClient(app) as client:
+        for _ in range(PREPARE_THRESHOLD + 2):
+            response = client.get("/api/v1/users/me", headers=headers)
+            assert response.status_code == 200
+            assert response.json()["id"] == str(user.id)
+        with app.state.engine.connect() as connection:  # the pool's one connection
+            statements = connection.exec_driver_sql(
+                "SELECT statement FROM pg_prepared_statements"
+            ).scalars()
+            login_checks = [text for text in statements if "login_session" in text]
+    assert len(login_checks) == (1 if prepared else 0)
