@@ -24,10 +24,10 @@ from app.core.codes import ErrorCode
 from app.core.config import ConfigurationError, Settings, load_settings
 from app.core.db import SessionFactory, create_db_engine
 from app.core.errors import AppError, AuthenticationError
-from app.core.heap import settle_for_serving
 from app.core.logger import configure_logging
 from app.core.middleware import AdmissionMiddleware, BodyLimit, RequestMiddleware
 from app.core.security import decode_access_token
+from app.core.serving import settle_for_serving
 from app.core.throttle import build_throttle
 from app.modules.storage import build_storage
 from app.tasks.dispatch import build_dispatcher
@@ -121,7 +121,7 @@ def create_app(config: Settings | None = None) -> FastAPI:
 def create_served_app() -> FastAPI:
     """uvicorn's factory for `agentry serve`, called in each worker process: the app for
     the environment's settings, with what the process holds once it is built kept out of
-    the garbage collector's way (core/heap.py). Tests build apps with `create_app`."""
+    the garbage collector's way (core/serving.py). Tests build apps with `create_app`."""
     app = create_app()
     settle_for_serving()
     return app

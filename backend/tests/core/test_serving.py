@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 
 import httpx2
+import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
-from app.core.heap import YOUNG_THRESHOLD
 from app.core.migrations import alembic_config
+from app.core.serving import SWITCH_INTERVAL_SECONDS, YOUNG_THRESHOLD
 
 READY_SECONDS = 60.0
 
@@ -83,7 +84,7 @@ def test_serve_migrates_then_answers_and_stops_on_sigterm(tmp_path: Path) -> Non
 
 
 PROBE = """
-import gc, json
+import gc, json, sys
 from fastapi.testclient import TestClient
 from app.main import create_served_app
 
@@ -97,6 +98,7 @@ print(json.dumps({
     "app_walked": id(app) in walked,
     "routes_walked": any(id(route) in walked for route in app.routes),
     "threshold": gc.get_threshold(),
+    "switch_interval": sys.getswitchinterval(),
     "status": status,
 }))
 """
@@ -104,7 +106,8 @@ print(json.dumps({
 
 def test_a_served_app_is_kept_out_of_the_collectors_walks(tmp_path: Path) -> None:
     """What the serving process holds once the app is built is frozen (the collector's
-    permanent generation), and young collections wait for YOUNG_THRESHOLD allocations."""
+    permanent generation), young collections wait for YOUNG_THRESHOLD allocations, and
+    threads hand the interpreter over every SWITCH_INTERVAL_SECONDS when none waits."""
     result = subprocess.run(
         [sys.executable, "-c", PROBE],
         env=_environment(tmp_path),
@@ -119,4 +122,5 @@ def test_a_served_app_is_kept_out_of_the_collectors_walks(tmp_path: Path) -> Non
     assert state["routes_walked"] is False
     assert state["frozen"] > 10 * state["walked"]  # the bulk of the process, not a corner
     assert state["threshold"][0] == YOUNG_THRESHOLD
+    assert state["switch_interval"] == pytest.approx(SWITCH_INTERVAL_SECONDS)
     assert state["status"] == 401  # and it serves
