@@ -28,7 +28,7 @@ from app.core.config import load_settings
 from app.core.security import ALGORITHM
 
 API = "/api/v1"
-POOL_SIZE = 10  # well under the server's connections, with Agentry and the reference up
+POOL_SIZE = 5  # with Agentry (20) and the reference (15) up, per worker, under 100
 
 USER = """
 SELECT u.id, u.email, u.full_name, u.is_active, u.is_superuser, u.created_at,
