@@ -12,11 +12,8 @@ those layers cost. PostgreSQL only; `benchmarks.run` serves it with uvicorn:
 """
 
 import uuid
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, cast
 
-import jwt
 import psycopg
 from fastapi import FastAPI, HTTPException, Request, status
 from psycopg.rows import DictRow, dict_row
@@ -25,7 +22,8 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import QueuePool
 
 from app.core.config import load_settings
-from app.core.security import ALGORITHM
+from app.core.db import utcnow
+from app.core.security import decode_access_token
 
 API = "/api/v1"
 POOL_SIZE = 5  # with Agentry (20) and the reference (15) up, per worker, under 100
@@ -64,19 +62,6 @@ pool = QueuePool(
 app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
 
-@lru_cache(maxsize=4096)
-def _claims(token: str) -> tuple[uuid.UUID, uuid.UUID, datetime]:
-    payload = jwt.decode(
-        token,
-        settings.secret_key,
-        algorithms=[ALGORITHM],
-        audience=settings.JWT_AUDIENCE,
-        issuer=settings.JWT_ISSUER,
-    )
-    expires_at = datetime.fromtimestamp(payload["exp"], tz=UTC)
-    return uuid.UUID(payload["sub"]), uuid.UUID(payload["sid"]), expires_at
-
-
 def _fetch_one(statement: str, params: dict[str, Any]) -> DictRow | None:
     pooled = pool.connect()
     try:
@@ -88,15 +73,12 @@ def _fetch_one(statement: str, params: dict[str, Any]) -> DictRow | None:
 
 def _user(request: Request) -> DictRow:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    try:
-        user_id, session_id, token_expires = _claims(token)
-    except (jwt.InvalidTokenError, KeyError, ValueError):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED) from None
-    now = datetime.now(UTC)
-    if scheme.lower() != "bearer" or token_expires <= now:
+    claims = decode_access_token(token, config=settings)  # Agentry's check, remembered
+    if scheme.lower() != "bearer" or claims is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED)
-    user = _fetch_one(USER, {"session_id": session_id, "user_id": user_id})
-    if user is None or user["revoked_at"] is not None or user["expires_at"] <= now:
+    params = {"session_id": claims.session_id, "user_id": claims.user_id}
+    user = _fetch_one(USER, params)
+    if user is None or user["revoked_at"] is not None or user["expires_at"] <= utcnow():
         raise HTTPException(status.HTTP_401_UNAUTHORIZED)
     if not user["is_active"]:
         raise HTTPException(status.HTTP_403_FORBIDDEN)

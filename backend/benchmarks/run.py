@@ -435,7 +435,7 @@ def _interleaved(
     args: argparse.Namespace,
     database_url: str,
 ) -> dict[str, dict[str, list[Sample]]]:
-    """Round after round, endpoint after endpoint: the three servers back to back."""
+    """Round after round, endpoint after endpoint: the servers back to back."""
     samples: dict[str, dict[str, list[Sample]]] = {
         endpoint.key: {
             server: []
